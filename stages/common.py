@@ -1,0 +1,79 @@
+"""Shared plumbing of the stage scripts: paths of the pipeline's files, params, error exit.
+
+Stages stay thin: read params, call ``zs3core``, write outputs through ``StageOutputs``.
+"""
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from zs3core.data.layouts import Sample, find_root
+from zs3core.io import Zs3Error, read_json
+from zs3core.params import get, load_params
+from zs3core.splits import ClassSplit
+
+RAW = Path("data/raw")
+SPLIT_DIR = Path("data/split")
+MANIFEST = SPLIT_DIR / "manifest.csv"
+CLASSES = SPLIT_DIR / "classes.json"
+EMBED = Path("data/embed/class_embeddings.pt")
+BACKBONE = Path("data/backbone/model.pt")
+FEATURES_DIR = Path("data/features")
+GENERATOR = Path("data/generator/generator.pt")
+ZS3_CLF = Path("data/classifier/zs3net.pt")
+ZS5_CLF = Path("data/self_train/zs5net.pt")
+WORK = Path("data/.work")  # checkpoints of interrupted runs (not a DVC output)
+
+
+def params() -> dict:
+    return load_params("params.yaml")
+
+
+def raw_root(p: dict) -> Path:
+    return find_root(RAW, get(p, "dataset.layout"))
+
+
+def class_split() -> ClassSplit:
+    return ClassSplit.from_dict(read_json(CLASSES))
+
+
+def manifest() -> pd.DataFrame:
+    if not MANIFEST.exists():
+        raise Zs3Error(f"{MANIFEST}: missing; run the split stage first (dvc repro split)")
+    return pd.read_csv(MANIFEST, dtype={"id": str})
+
+
+def samples(df: pd.DataFrame) -> list[Sample]:
+    return [Sample(r.id, r.split, r.image, r.label) for r in df.itertuples()]
+
+
+def device(p: dict) -> torch.device:
+    from zs3core.train import pick_device
+
+    return pick_device(str(get(p, "scale.device", "auto")))
+
+
+def set_threads() -> None:
+    """Use every core for intra-op parallelism (deterministic on CPU for a fixed count)."""
+    import os
+
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+
+
+def run(main) -> None:
+    """Run a stage's main(); an input error prints one clear line and exits with status 2."""
+    try:
+        main()
+    except Zs3Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted; outputs left untouched", file=sys.stderr)
+        sys.exit(130)
+    except Exception:
+        traceback.print_exc()
+        sys.exit(1)

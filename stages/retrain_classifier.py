@@ -1,0 +1,37 @@
+"""Stage 7, retrain_classifier: the ZS3Net classifier over all classes (ZS3Net step 2).
+
+Trained on the cached real features of seen classes plus ``classifier.generated_per_unseen``
+synthetic features per unseen class. No unseen ground truth is used (the official code reads
+unseen label layouts here; this project does not). Output: data/classifier/zs3net.pt.
+"""
+from __future__ import annotations
+
+import torch
+
+from stages.common import EMBED, FEATURES_DIR, GENERATOR, ZS3_CLF, class_split, device, params, run, set_threads
+from zs3core.io import StageOutputs
+from zs3core.models import load_generator
+from zs3core.params import get
+from zs3core.train import seed_everything, train_classifier, zs3_training_set
+
+
+def main() -> None:
+    set_threads()
+    p = params()
+    c = p["classifier"]
+    rng = seed_everything(int(get(p, "seed")))
+    cs = class_split()
+    emb = torch.load(EMBED, weights_only=False)["embeddings"].float()
+    labelled = torch.load(FEATURES_DIR / "labelled.pt", weights_only=False)
+    dev = device(p)
+    x, y = zs3_training_set(labelled, load_generator(GENERATOR), emb, cs.seen, cs.unseen, int(c["generated_per_unseen"]), dev)
+    clf, losses = train_classifier(x, y, cs.num_classes, int(c["epochs"]), int(c["batch_size"]), float(c["lr"]),
+                                   float(c["weight_decay"]), rng, dev, desc="ZS3Net classifier")
+    with StageOutputs() as out:
+        out.write(ZS3_CLF, lambda f: torch.save({"state_dict": clf.state_dict(), "num_classes": cs.num_classes,
+                                                "feature_dim": x.shape[1], "losses": losses}, f))
+    print(f"ZS3Net classifier: {len(x)} training features, final loss {losses[-1]:.4f}")
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,62 @@
+"""Stage 8, self_train (ZS5Net): pseudo-label the unlabelled pool with ZS3Net, retrain the classifier.
+
+Per pool image, the top ``self_training.top_p`` % most confident pixels among those predicted
+as unseen become pseudo-labels; the classifier is retrained on real seen features, generated
+unseen features and the pseudo-labelled pool features. The pool's ground truth is read only to
+report the pseudo-labels' precision (metrics/self_train.json), never for training.
+Output: data/self_train/zs5net.pt, metrics/self_train.json.
+"""
+from __future__ import annotations
+
+import torch
+
+from stages.common import EMBED, FEATURES_DIR, GENERATOR, ZS3_CLF, ZS5_CLF, class_split, device, params, run, set_threads
+from zs3core.io import StageOutputs
+from zs3core.models import load_generator
+from zs3core.models.classifier import load_classifier
+from zs3core.params import get
+from zs3core.selftrain import select_pseudo_labels
+from zs3core.train import seed_everything, train_classifier, zs3_training_set
+
+
+def main() -> None:
+    set_threads()
+    p = params()
+    c = p["classifier"]
+    top_p = float(get(p, "self_training.top_p"))
+    rng = seed_everything(int(get(p, "seed")))
+    cs = class_split()
+    emb = torch.load(EMBED, weights_only=False)["embeddings"].float()
+    labelled = torch.load(FEATURES_DIR / "labelled.pt", weights_only=False)
+    pool = torch.load(FEATURES_DIR / "pool.pt", weights_only=False)
+    dev = device(p)
+    zs3 = load_classifier(ZS3_CLF)
+    with torch.no_grad():
+        probs = torch.cat([zs3(pool["features"][i:i + 65536].float()).softmax(1) for i in range(0, len(pool["features"]), 65536)]) \
+            if len(pool["features"]) else torch.zeros(0, cs.num_classes)
+    sel = select_pseudo_labels(probs, pool["image"], cs.unseen, top_p)
+    pseudo_x = pool["features"][sel].float()
+    pseudo_y = probs[sel].argmax(1) if sel.any() else torch.zeros(0, dtype=torch.long)
+    x, y = zs3_training_set(labelled, load_generator(GENERATOR), emb, cs.seen, cs.unseen, int(c["generated_per_unseen"]), dev)
+    x, y = torch.cat([x, pseudo_x]), torch.cat([y, pseudo_y])
+    clf, losses = train_classifier(x, y, cs.num_classes, int(c["epochs"]), int(c["batch_size"]), float(c["lr"]),
+                                   float(c["weight_decay"]), rng, dev, desc="ZS5Net classifier")
+    gt = pool["labels"][sel]
+    valid = gt != 255
+    metrics = {
+        "top_p": top_p,
+        "pool_pixels": int(len(sel)),
+        "pseudo_labels": int(sel.sum()),
+        "pseudo_labels_per_class": {cs.classes[u]: int((pseudo_y == u).sum()) for u in cs.unseen},
+        # diagnostic only: share of pseudo-labels that agree with the (never trained on) ground truth
+        "pseudo_label_precision": round(100.0 * float((pseudo_y[valid] == gt[valid]).float().mean()), 2) if valid.any() else None,
+    }
+    with StageOutputs() as out:
+        out.write(ZS5_CLF, lambda f: torch.save({"state_dict": clf.state_dict(), "num_classes": cs.num_classes,
+                                                "feature_dim": x.shape[1], "losses": losses}, f))
+        out.json("metrics/self_train.json", metrics)
+    print(metrics)
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,106 @@
+"""Torch dataset of (image, label map) pairs with joint augmentation (torchvision transforms.v2).
+
+Training augmentation follows the official ZS3Net / DeepLabv3+ recipe: random rescale of the
+short side by a factor in ``scale_range``, random crop (padded with the ignore value),
+horizontal flip, optional Gaussian blur; images are normalised with ImageNet statistics.
+Label maps travel as ``tv_tensors.Mask`` so that every geometric op uses nearest
+interpolation and never blends class ids.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from zs3core.data.layouts import Sample, read_image, read_label
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IGNORE = 255
+
+
+def normalize(img_uint8: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) uint8 -> (3, H, W) float32 normalised with ImageNet mean/std."""
+    return TF.normalize(TF.to_dtype(img_uint8, torch.float32, scale=True), IMAGENET_MEAN, IMAGENET_STD)
+
+
+def resize_short_side(img: torch.Tensor, short: int | None) -> torch.Tensor:
+    """Resize a (3, H, W) image so its short side is ``short`` (bilinear); None = unchanged."""
+    if not short:
+        return img
+    return TF.resize(tv_tensors.Image(img), short, antialias=True).as_subclass(torch.Tensor)
+
+
+class SegDataset(Dataset):
+    """Images and label maps of a list of samples.
+
+    Args:
+        root: dataset root (paths of the samples are relative to it).
+        samples: the samples to serve.
+        num_classes, ignore_index: for label validation (see ``read_label``).
+        lut: (256,) int64 map from raw label value to target (255 = ignored); None keeps
+            raw values with ``ignore_index`` mapped to 255.
+        train: apply the random augmentation; else images are only resized to
+            ``eval_short_side`` (if set) and labels stay at full resolution.
+        crop_size, scale_range, hflip, blur: training augmentation.
+        eval_short_side: short side of images at evaluation time (None = native).
+
+    ``__getitem__`` returns (image (3, H, W) float32, target (H', W') int64, index).
+    In training H = H' = crop_size; in evaluation the target keeps the label's resolution.
+    """
+
+    def __init__(self, root: Path, samples: list[Sample], num_classes: int, ignore_index: int,
+                 lut: np.ndarray | None = None, train: bool = False, crop_size: int = 512,
+                 scale_range=(0.5, 2.0), hflip: bool = True, blur: bool = False,
+                 eval_short_side: int | None = None):
+        self.root, self.samples = Path(root), list(samples)
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        if lut is None:
+            lut = np.arange(256, dtype=np.int64)
+            lut[ignore_index] = IGNORE
+        self.lut = torch.as_tensor(lut, dtype=torch.int64)
+        self.train, self.scale_range, self.eval_short_side = train, tuple(scale_range), eval_short_side
+        ops = [v2.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE})]
+        if hflip:
+            ops.append(v2.RandomHorizontalFlip())
+        if blur:
+            ops.append(v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 2.0))], p=0.5))
+        self.augment = v2.Compose(ops)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw (3, H, W) uint8 image and (H, W) int64 target of sample i (LUT applied)."""
+        s = self.samples[i]
+        img = torch.from_numpy(np.array(read_image(self.root, s))).permute(2, 0, 1).contiguous()
+        lab = torch.from_numpy(read_label(self.root, s, self.num_classes, self.ignore_index)).long()
+        if img.shape[1:] != lab.shape:
+            raise_size_mismatch(self.root, s, tuple(img.shape[1:]), tuple(lab.shape))
+        return img, self.lut[lab]
+
+    def __getitem__(self, i: int):
+        img, target = self.load(i)
+        if not self.train:
+            return normalize(resize_short_side(img, self.eval_short_side)), target, i
+        lo, hi = self.scale_range
+        s = lo + (hi - lo) * torch.rand(()).item()
+        short = max(8, round(min(img.shape[1:]) * s))
+        img_t = TF.resize(tv_tensors.Image(img), short, antialias=True)
+        mask_t = TF.resize(tv_tensors.Mask(target), short)
+        img_t, mask_t = self.augment(img_t, mask_t)
+        return normalize(img_t.as_subclass(torch.Tensor)), mask_t.as_subclass(torch.Tensor).long(), i
+
+
+def raise_size_mismatch(root: Path, s: Sample, img_hw, lab_hw):
+    from zs3core.io import Zs3Error
+
+    raise Zs3Error(
+        f"{root / s.image}: image of id '{s.id}' is {img_hw[1]}x{img_hw[0]} but its label "
+        f"{root / s.label} is {lab_hw[1]}x{lab_hw[0]} (width x height); they must match"
+    )

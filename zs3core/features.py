@@ -1,0 +1,98 @@
+"""Pixel-feature extraction and the feature cache (ZS3Net §2.2 "step 0").
+
+With the trained backbone in eval mode, each image yields its (d_x, h, w) decoder features
+at stride 4; the label map is downsampled to (h, w) by nearest neighbour so that every
+feature location gets a class ("pixel" = location of the down-sampled image, paper §2.2).
+
+Two caches are written, both as dicts of tensors saved with ``torch.save``:
+
+* ``labelled``: from the kept training images, at most ``pixels_per_class`` random
+  locations per seen class and image. Keys: ``features`` (N, d_x) float16, ``labels``
+  (N,) int64 class ids, ``image`` (N,) int64 row of the manifest.
+* ``pool``: the unlabelled pool for ZS5Net, ``pool_pixels_per_image`` random locations per
+  image, drawn without looking at the labels. Keys as above, where ``labels`` holds the
+  ground truth for *diagnostics only* (pseudo-label precision); no training step reads it.
+
+Unlike the official code, which generates features online during classifier training, the
+features are cached once so that every generator and classifier variant reuses the same
+real features (and DVC can skip re-extraction when only the generator changes).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from zs3core.data.dataset import IGNORE
+
+
+def downsample_labels(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour downsampling of a (H, W) int label map to ``size`` = (h, w)."""
+    return F.interpolate(target[None, None].float(), size=size, mode="nearest")[0, 0].long()
+
+
+def sample_per_class(labels: torch.Tensor, classes, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Indices of at most ``k`` random positions of each class in a flat (n,) label vector."""
+    picks = []
+    for c in classes:
+        idx = torch.nonzero(labels == c).squeeze(1)
+        if len(idx) > k:
+            idx = idx[torch.randperm(len(idx), generator=generator)[:k]]
+        picks.append(idx)
+    return torch.cat(picks) if picks else torch.zeros(0, dtype=torch.long)
+
+
+@torch.no_grad()
+def extract(model, dataset, rows, seen, pixels_per_class: int, pool_rows, pool_pixels: int,
+            generator: torch.Generator, device: torch.device, channels_last: bool = False) -> tuple[dict, dict]:
+    """Run the backbone over images and sample pixel features.
+
+    Args:
+        model: DeepLabV3Plus with ``features``.
+        dataset: evaluation-mode SegDataset whose targets are raw class ids (255 = void).
+        rows: dataset indices of the labelled images; seen: seen class ids to sample there.
+        pool_rows: dataset indices of the unlabelled pool (may overlap ``rows`` under the
+            ``ignore`` protocol).
+        pixels_per_class / pool_pixels: sampling budgets.
+
+    Returns:
+        (labelled cache, pool cache) as described in the module docstring.
+    """
+    model.to(device).eval()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    rows, pool_rows = list(rows), set(pool_rows)
+    todo = sorted(set(rows) | pool_rows)
+    lab = {"features": [], "labels": [], "image": []}
+    pool = {"features": [], "labels": [], "image": []}
+    for i in tqdm(todo, desc="extract features"):
+        img, target, _ = dataset[i]
+        x = img[None].to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        f = model.features(x)[0].float().cpu()
+        d, h, w = f.shape
+        f = f.reshape(d, h * w).T
+        t = downsample_labels(target, (h, w)).reshape(-1)
+        if i in rows:
+            idx = sample_per_class(t, seen, pixels_per_class, generator)
+            lab["features"].append(f[idx].half())
+            lab["labels"].append(t[idx])
+            lab["image"].append(torch.full((len(idx),), i))
+        if i in pool_rows:
+            idx = torch.randperm(h * w, generator=generator)[:pool_pixels]
+            pool["features"].append(f[idx].half())
+            pool["labels"].append(t[idx])
+            pool["image"].append(torch.full((len(idx),), i))
+
+    def pack(c, d):
+        if not c["features"]:
+            return {"features": torch.zeros(0, d, dtype=torch.float16), "labels": torch.zeros(0, dtype=torch.long),
+                    "image": torch.zeros(0, dtype=torch.long)}
+        return {k: torch.cat(v) for k, v in c.items()}
+
+    dim = model.feature_dim
+    return pack(lab, dim), pack(pool, dim)
+
+
+__all__ = ["extract", "downsample_labels", "sample_per_class", "IGNORE"]

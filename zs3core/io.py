@@ -1,0 +1,95 @@
+"""Atomic outputs and small file helpers shared by every stage.
+
+A stage writes everything through :class:`StageOutputs`: files are first written into a
+staging folder next to their destination and moved into place only when the whole stage
+succeeded, so a failing stage leaves no partial output behind (DVC then sees the outputs
+as missing, never as half-written).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+
+class Zs3Error(Exception):
+    """An input problem the user must fix; its message names the file, id or key."""
+
+
+class StageOutputs:
+    """Collect a stage's outputs in a staging folder and publish them all at the end.
+
+    Usage::
+
+        with StageOutputs() as out:
+            out.json("metrics/split.json", {...})
+            out.path("data/split/manifest.csv")  # a staging path to write to yourself
+
+    On a normal exit every staged path replaces its destination (files and folders); on an
+    exception the staging folder is deleted and no destination is touched.
+    """
+
+    def __init__(self, root: str | Path = "."):
+        self.root = Path(root)
+        self._staged: dict[Path, Path] = {}
+        self._tmp: Path | None = None
+
+    def __enter__(self) -> "StageOutputs":
+        self._tmp = Path(tempfile.mkdtemp(prefix=".zs3-stage-", dir=self.root))
+        return self
+
+    def path(self, dest: str | Path) -> Path:
+        """Return a staging path for ``dest`` (parents created); publish it on success."""
+        assert self._tmp is not None, "use StageOutputs as a context manager"
+        dest = Path(dest)
+        staged = self._tmp / f"{len(self._staged):03d}" / dest.name
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        self._staged[dest] = staged
+        return staged
+
+    def json(self, dest: str | Path, obj: Any) -> None:
+        self.path(dest).write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+    def text(self, dest: str | Path, text: str) -> None:
+        self.path(dest).write_text(text)
+
+    def write(self, dest: str | Path, writer: Callable[[Path], Any]) -> None:
+        """Call ``writer(staging_path)``; e.g. ``out.write(p, lambda f: torch.save(obj, f))``."""
+        writer(self.path(dest))
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        assert self._tmp is not None
+        try:
+            if exc_type is None:
+                for dest, staged in self._staged.items():
+                    if not staged.exists():
+                        raise RuntimeError(f"stage output {dest} was reserved but never written")
+                for dest, staged in self._staged.items():
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    if dest.is_dir() and not dest.is_symlink():
+                        shutil.rmtree(dest)
+                    elif dest.exists() or dest.is_symlink():
+                        dest.unlink()
+                    os.replace(staged, dest)
+        finally:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+        return False
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise Zs3Error(f"{path}: missing; run the stage that produces it (dvc repro)")
+    return json.loads(path.read_text())
+
+
+def read_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise Zs3Error(f"{path}: missing")
+    return yaml.safe_load(path.read_text())

@@ -1,0 +1,151 @@
+"""Seen/unseen class splits and the training-set filter (ZS3Net §3.1, "Zero-shot setups").
+
+The unseen set U is given by name or by the dataset's cumulative preset of size K; every
+other class is seen (background included for VOC). Two training protocols:
+
+* ``drop`` (ZS3Net): every training image that contains even one unseen pixel is removed
+  from the labelled set; those images form the unlabelled pool of ZS5Net self-training
+  (their labels are never used for training).
+* ``ignore`` (SPNet/CaGNet): every image is kept and unseen pixels are ignored in training.
+
+Validation and test splits are never filtered.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from zs3core.io import Zs3Error
+
+FILTERS = ("drop", "ignore")
+
+
+@dataclass(frozen=True)
+class ClassSplit:
+    """Class names in label order and the unseen subset.
+
+    Attributes:
+        classes: all class names, index = label value.
+        unseen: sorted label values of the unseen classes (K = len(unseen)).
+        ignore_index: label value that is never scored nor trained on.
+    """
+
+    classes: tuple[str, ...]
+    unseen: tuple[int, ...]
+    ignore_index: int
+
+    @property
+    def seen(self) -> tuple[int, ...]:
+        return tuple(i for i in range(len(self.classes)) if i not in self.unseen)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to_dict(self) -> dict:
+        return {
+            "classes": list(self.classes),
+            "seen": list(self.seen),
+            "unseen": list(self.unseen),
+            "seen_names": [self.classes[i] for i in self.seen],
+            "unseen_names": [self.classes[i] for i in self.unseen],
+            "ignore_index": self.ignore_index,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ClassSplit":
+        return cls(tuple(d["classes"]), tuple(d["unseen"]), int(d["ignore_index"]))
+
+    def train_lut(self) -> np.ndarray:
+        """Lookup table (256,) int64 from raw label value to the backbone's training target.
+
+        Seen classes map to their index among the seen classes (0..|S|-1, the outputs of the
+        seen-only classifier). Unseen classes (present only under the ``ignore`` protocol) and
+        void map to 255, which ``cross_entropy(ignore_index=255)`` skips.
+        """
+        lut = np.full(256, 255, dtype=np.int64)
+        for j, c in enumerate(self.seen):
+            lut[c] = j
+        return lut
+
+
+def resolve_unseen(classes: list[str], presets: dict, k: int | None, names: list[str] | None) -> tuple[int, ...]:
+    """Resolve the unseen classes from explicit names or from preset K.
+
+    Args:
+        classes: class names in label order.
+        presets: {K: [names]} of the dataset (cumulative, as in the paper).
+        k: preset size, used when ``names`` is empty.
+        names: explicit unseen class names.
+
+    Returns:
+        Sorted label values of the unseen classes.
+
+    Raises:
+        Zs3Error: unknown name or preset, empty unseen set, or every class unseen.
+    """
+    presets = {int(key): v for key, v in (presets or {}).items()}
+    if names:
+        chosen, key = list(names), "split.unseen"
+    else:
+        if k is None or int(k) not in presets:
+            raise Zs3Error(f"split.k: no preset K={k} for this dataset; presets: {sorted(presets)} (or name classes in split.unseen)")
+        chosen, key = list(presets[int(k)]), f"dataset.split_presets[{k}]"
+    unknown = [n for n in chosen if n not in classes]
+    if unknown:
+        raise Zs3Error(f"{key}: unknown class name(s) {unknown}; the classes are {list(classes)}")
+    ids = tuple(sorted({classes.index(n) for n in chosen}))
+    if not ids:
+        raise Zs3Error(f"{key}: the unseen set is empty; name at least one class")
+    if len(ids) >= len(classes):
+        raise Zs3Error(f"{key}: every class is unseen; at least one class must stay seen")
+    return ids
+
+
+def pixel_counts(label: np.ndarray, num_classes: int) -> np.ndarray:
+    """Pixels of each class in a (H, W) label map: (num_classes,) int64; void not counted."""
+    counts = np.bincount(label.ravel(), minlength=256)
+    return counts[:num_classes].astype(np.int64)
+
+
+def filter_training(counts: np.ndarray, unseen: tuple[int, ...], filter: str) -> np.ndarray:
+    """Which training images stay labelled.
+
+    Args:
+        counts: (N, C) int per-image class pixel counts.
+        unseen: unseen label values.
+        filter: ``drop`` or ``ignore``.
+
+    Returns:
+        (N,) bool, True = kept in the labelled set. With ``drop`` an image is kept iff it has
+        zero pixels of every unseen class; with ``ignore`` every image is kept.
+
+    Raises:
+        Zs3Error: unknown filter.
+    """
+    if filter not in FILTERS:
+        raise Zs3Error(f"split.filter: unknown value '{filter}'; use one of {FILTERS}")
+    if filter == "ignore":
+        return np.ones(len(counts), dtype=bool)
+    return counts[:, list(unseen)].sum(axis=1) == 0
+
+
+def build_manifest(samples, counts: np.ndarray, classes: list[str], kept: np.ndarray | None) -> pd.DataFrame:
+    """One row per image: id, split, image, label, per-class pixel counts, status.
+
+    ``status`` is ``kept`` / ``dropped`` for training images (dropped = unlabelled pool) and
+    ``eval`` for every other split.
+    """
+    df = pd.DataFrame(
+        {"id": [s.id for s in samples], "split": [s.split for s in samples],
+         "image": [s.image for s in samples], "label": [s.label for s in samples]}
+    )
+    px = pd.DataFrame(counts, columns=[f"px_{c.replace(' ', '_')}" for c in classes])
+    df = pd.concat([df, px], axis=1)
+    if kept is None:
+        df["status"] = "eval"
+    else:
+        df["status"] = np.where(kept, "kept", "dropped")
+    return df

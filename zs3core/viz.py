@@ -1,0 +1,118 @@
+"""Figures: class palette, qualitative panels, similarity heatmaps, confusion matrices, curves.
+
+All figures are matplotlib PNGs written to a given path (the Agg backend, no display).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from zs3core.data.dataset import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+
+
+def voc_palette(n: int) -> np.ndarray:
+    """The Pascal VOC colour map (bit interleaving of the class id): (n, 3) uint8."""
+    pal = np.zeros((n, 3), dtype=np.uint8)
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal[i] = (r, g, b)
+    return pal
+
+
+def palette(num_classes: int, dataset: str = "") -> np.ndarray:
+    """A fixed (C, 3) uint8 palette: VOC's own for voc2012, tab20 colours otherwise."""
+    if dataset == "voc2012":
+        return voc_palette(num_classes)
+    cmap = plt.get_cmap("tab20")
+    return (np.array([cmap(i % 20)[:3] for i in range(num_classes)]) * 255).astype(np.uint8)
+
+
+def colorize(label: np.ndarray, pal: np.ndarray, ignore_value: int = 255) -> np.ndarray:
+    """(H, W) int labels -> (H, W, 3) uint8 colours; ignored pixels are black."""
+    out = np.zeros(label.shape + (3,), dtype=np.uint8)
+    valid = (label != ignore_value) & (label >= 0) & (label < len(pal))
+    out[valid] = pal[label[valid]]
+    return out
+
+
+def denormalize(img: np.ndarray) -> np.ndarray:
+    """(3, H, W) ImageNet-normalised float -> (H, W, 3) float in [0, 1]."""
+    x = img.transpose(1, 2, 0) * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)
+    return np.clip(x, 0, 1)
+
+
+def save_panel(path: Path, image: np.ndarray, columns: dict[str, np.ndarray], classes: list[str],
+               unseen: list[int], pal: np.ndarray, title: str = "") -> None:
+    """One row: the image, then one colourised label map per entry of ``columns``
+    (e.g. ground truth, seen-only, ZS3Net, ZS5Net), with a legend of the classes shown
+    (unseen ones marked with *)."""
+    n = 1 + len(columns)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.2 * image.shape[0] / image.shape[1] + 1.2))
+    axes[0].imshow(image)
+    axes[0].set_title("image")
+    present = set()
+    for ax, (name, lab) in zip(axes[1:], columns.items()):
+        ax.imshow(colorize(lab, pal))
+        ax.set_title(name)
+        present |= set(np.unique(lab[(lab >= 0) & (lab < len(classes))]).tolist())
+    for ax in axes:
+        ax.axis("off")
+    handles = [Patch(color=pal[c] / 255, label=("*" if c in unseen else "") + classes[c]) for c in sorted(present)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def save_heatmap(path: Path, matrix: np.ndarray, labels: list[str], title: str, fmt: str = "{:.2f}",
+                 cmap: str = "viridis", xlabel: str = "", ylabel: str = "", marked: list[int] | None = None) -> None:
+    """Annotated square heatmap (class-by-class similarity, confusion matrix)."""
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * n, 0.8 + 0.45 * n))
+    im = ax.imshow(matrix, cmap=cmap)
+    names = [("*" if marked and i in marked else "") + c for i, c in enumerate(labels)]
+    ax.set_xticks(range(n), names, rotation=90, fontsize=7)
+    ax.set_yticks(range(n), names, fontsize=7)
+    if n <= 25:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, fmt.format(matrix[i, j]), ha="center", va="center", fontsize=5, color="w")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_curve(path: Path, series: dict[str, list[float]], xlabel: str, ylabel: str, title: str, logy: bool = False) -> None:
+    """Line plot of one or more series against their index (step, epoch)."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, ys in series.items():
+        xs = [i for i, y in enumerate(ys, 1) if y is not None]
+        ax.plot(xs, [y for y in ys if y is not None], label=name, marker="o" if len(xs) < 40 else None)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    if len(series) > 1:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
