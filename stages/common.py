@@ -66,8 +66,12 @@ def set_threads() -> None:
 
 def run(main) -> None:
     """Run a stage's main(); an input error prints one clear line and exits with status 2."""
+    import time
+
+    t0 = time.time()
     try:
         main()
+        print(f"[{Path(sys.argv[0]).stem}] done in {time.time() - t0:.1f} s")
     except Zs3Error as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -50,6 +50,11 @@ def main() -> None:
     train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train_ds) > cfg.batch_size,
                               num_workers=workers, generator=gen, pin_memory=dev.type == "cuda")
     val_loader = DataLoader(val_ds, batch_size=1, num_workers=workers) if len(val_ds) else None
+    if b.get("iterations"):
+        cfg.epochs = max(1, round(int(b["iterations"]) / len(train_loader)))
+        print(f"backbone.iterations={b['iterations']}: {cfg.epochs} epochs of {len(train_loader)} batches")
+    elif not cfg.epochs:
+        raise Zs3Error("params.yaml: set backbone.epochs or backbone.iterations")
     model = build_backbone(len(cs.seen), cfg)
     run_hash = config_hash({**stage_params(p, "backbone", "seed", "split", "dataset", "scale"), "n_train": len(train_ds)})
     t0 = time.time()

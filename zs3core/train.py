@@ -133,6 +133,7 @@ def train_backbone(model: DeepLabV3Plus, train_loader: DataLoader, val_loader: D
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     history: list[dict] = []
     start = 0
+    loader_rng = getattr(train_loader, "generator", None)  # shuffling order continues exactly on resume
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         if ck.get("run_hash") == run_hash:
@@ -140,6 +141,8 @@ def train_backbone(model: DeepLabV3Plus, train_loader: DataLoader, val_loader: D
             opt.load_state_dict(ck["optimizer"])
             scaler.load_state_dict(ck["scaler"])
             torch.set_rng_state(ck["rng"])
+            if loader_rng is not None and ck.get("loader_rng") is not None:
+                loader_rng.set_state(ck["loader_rng"])
             history, start = ck["history"], ck["epoch"]
             print(f"resuming backbone training from {ckpt_path} after epoch {start}")
         else:
@@ -179,14 +182,15 @@ def train_backbone(model: DeepLabV3Plus, train_loader: DataLoader, val_loader: D
                "seconds": time.time() - t0}
         history.append(rec)
         print(json.dumps(rec))
-        if on_epoch:
-            on_epoch(rec)
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"run_hash": run_hash, "epoch": epoch + 1, "model": model.state_dict(),
                     "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
-                    "rng": torch.get_rng_state(), "history": history}, tmp)
+                    "rng": torch.get_rng_state(), "loader_rng": loader_rng.get_state() if loader_rng else None,
+                    "history": history}, tmp)
         os.replace(tmp, ckpt_path)
+        if on_epoch:
+            on_epoch(rec)
     return history
 
 

@@ -51,9 +51,13 @@ def fetch(source: str, dest: Path, url: str | None = None, md5: str | None = Non
         cache_dir.mkdir(parents=True, exist_ok=True)
         filename = url.rstrip("/").split("/")[-1]
         archive = cache_dir / filename
-        if not archive.exists() or (md5 and not check_integrity(str(archive), md5)):
+        if archive.exists() and md5 and not check_integrity(str(archive), md5):
+            archive.unlink()  # corrupt or partial cached copy: fetch it again
+        if not archive.exists():
+            # No md5 here: torchvision would report a mismatch as a failed download
+            # ("File not found or corrupted."); verify_md5 below names the file and the cause.
             try:
-                download_url(url, str(cache_dir), filename=filename, md5=md5)
+                download_url(url, str(cache_dir), filename=filename)
             except Exception as e:
                 raise Zs3Error(f"dataset.url: download of {url} failed ({e}). Offline, set dataset.source to a local archive or folder (e.g. -S source=local).") from e
         verify_md5(archive, md5)

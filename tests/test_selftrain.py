@@ -1,0 +1,83 @@
+"""ZS5Net pseudo-label selection on a hand-made confidence map."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from zs3core.selftrain import select_pseudo_labels
+
+UNSEEN = [1, 2]   # class 0 is seen
+# Two pool images, pixels interleaved. Each row: probabilities of classes 0, 1, 2.
+ROWS = [
+    # image, probabilities          predicted class, confidence
+    (0, [0.10, 0.70, 0.20]),   # p0: 1 (unseen) 0.70
+    (1, [0.40, 0.55, 0.05]),   # p1: 1 (unseen) 0.55
+    (0, [0.95, 0.03, 0.02]),   # p2: 0 (seen)   0.95  -> never selected
+    (0, [0.20, 0.20, 0.60]),   # p3: 2 (unseen) 0.60
+    (1, [0.90, 0.05, 0.05]),   # p4: 0 (seen)   0.90  -> never selected
+    (0, [0.05, 0.90, 0.05]),   # p5: 1 (unseen) 0.90
+    (1, [0.30, 0.20, 0.50]),   # p6: 2 (unseen) 0.50
+]
+PROBS = torch.tensor([r[1] for r in ROWS])
+IMAGE = torch.tensor([r[0] for r in ROWS])
+# Unseen-predicted pixels by image, by descending confidence:
+#   image 0: p5 (0.90), p0 (0.70), p3 (0.60)   -> 3 candidates
+#   image 1: p1 (0.55), p6 (0.50)              -> 2 candidates
+
+
+def selected(top_p) -> list[int]:
+    mask = select_pseudo_labels(PROBS, IMAGE, UNSEEN, top_p)
+    assert mask.dtype == torch.bool and mask.shape == (len(ROWS),)
+    return torch.nonzero(mask).squeeze(1).tolist()
+
+
+@pytest.mark.parametrize("top_p,expected", [
+    (0, []),                         # nothing
+    (100, [0, 1, 3, 5, 6]),          # every unseen-predicted pixel, no seen one
+    (50, [0, 1, 5]),                 # image 0: ceil(1.5) = 2 -> p5, p0; image 1: ceil(1.0) = 1 -> p1
+    (10, [1, 5]),                    # ceil(0.3) = 1 and ceil(0.2) = 1: the best of each image
+    (34, [0, 1, 5]),                 # image 0: ceil(1.02) = 2; image 1: ceil(0.68) = 1
+    (60, [0, 1, 5, 6]),              # image 0: ceil(1.8) = 2 -> p5, p0; image 1: ceil(1.2) = 2 -> p1, p6
+    (67, [0, 1, 3, 5, 6]),           # image 0: ceil(2.01) = 3 (all); image 1: ceil(1.34) = 2 (all)
+])
+def test_top_p_per_image_with_ceil(top_p, expected):
+    """The top ceil(p% x n_img) unseen-predicted pixels of each image by confidence."""
+    assert selected(top_p) == expected
+
+
+def test_selection_is_per_image_not_global():
+    """Image 1's best pixel (0.55) is chosen although image 0 has three more confident ones."""
+    assert 1 in selected(30)   # global top-30% would pick only image-0 pixels
+
+
+def test_seen_predictions_never_selected():
+    """Pixels predicted as a seen class are never pseudo-labelled, however confident."""
+    for p in (0, 1, 25, 50, 75, 100):
+        assert 2 not in selected(p) and 4 not in selected(p)
+
+
+def test_ties_keep_lower_pixel_index():
+    """Equal confidences: the pixel with the lower index wins."""
+    probs = torch.tensor([[0.2, 0.8, 0.0], [0.2, 0.0, 0.8], [0.2, 0.8, 0.0]])
+    mask = select_pseudo_labels(probs, torch.tensor([0, 0, 0]), UNSEEN, 50)   # ceil(1.5) = 2
+    assert mask.tolist() == [True, True, False]
+    mask = select_pseudo_labels(probs, torch.tensor([0, 0, 0]), UNSEEN, 1)    # ceil(0.03) = 1
+    assert mask.tolist() == [True, False, False]
+
+
+def test_no_unseen_classes_selects_nothing():
+    """An empty unseen set selects no pixel."""
+    assert not select_pseudo_labels(PROBS, IMAGE, [], 100).any()
+
+
+@pytest.mark.parametrize("top_p", [-1, 100.5, 250])
+def test_invalid_top_p(top_p):
+    """top_p outside [0, 100] raises ValueError naming the key."""
+    with pytest.raises(ValueError, match="top_p"):
+        select_pseudo_labels(PROBS, IMAGE, UNSEEN, top_p)
+
+
+def test_length_mismatch():
+    """probs and image_index of different lengths raise ValueError."""
+    with pytest.raises(ValueError):
+        select_pseudo_labels(PROBS, IMAGE[:-1], UNSEEN, 50)
