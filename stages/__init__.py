@@ -1,0 +1,8 @@
+"""DVC stage scripts (``python -m stages.<name>``): read params, call zs3core, write outputs atomically."""
+import os
+import sys
+
+# Under `dvc repro` the output is no terminal: redraw progress bars every 15 s instead of
+# several times a second, so logs stay readable (tqdm reads TQDM_* defaults at import time).
+if not sys.stderr.isatty():
+    os.environ.setdefault("TQDM_MININTERVAL", "15")

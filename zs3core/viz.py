@@ -87,9 +87,12 @@ def save_heatmap(path: Path, matrix: np.ndarray, labels: list[str], title: str, 
     ax.set_xticks(range(n), names, rotation=90, fontsize=7)
     ax.set_yticks(range(n), names, fontsize=7)
     if n <= 25:
+        lo, hi = float(np.nanmin(matrix)), float(np.nanmax(matrix))
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, fmt.format(matrix[i, j]), ha="center", va="center", fontsize=5, color="w")
+                bright = (matrix[i, j] - lo) / (hi - lo + 1e-12) > 0.6
+                ax.text(j, i, fmt.format(matrix[i, j]), ha="center", va="center", fontsize=6,
+                        color="black" if bright else "white")
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
