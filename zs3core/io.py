@@ -53,9 +53,11 @@ class StageOutputs:
         return staged
 
     def json(self, dest: str | Path, obj: Any) -> None:
+        """Stage ``obj`` as indented JSON for ``dest``."""
         self.path(dest).write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
     def text(self, dest: str | Path, text: str) -> None:
+        """Stage ``text`` for ``dest``."""
         self.path(dest).write_text(text)
 
     def write(self, dest: str | Path, writer: Callable[[Path], Any]) -> None:
@@ -82,6 +84,7 @@ class StageOutputs:
 
 
 def read_json(path: str | Path) -> Any:
+    """Parse a JSON file; Zs3Error naming it when it is missing."""
     path = Path(path)
     if not path.exists():
         raise Zs3Error(f"{path}: missing; run the stage that produces it (dvc repro)")
@@ -89,6 +92,7 @@ def read_json(path: str | Path) -> Any:
 
 
 def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; Zs3Error naming it when it is missing."""
     path = Path(path)
     if not path.exists():
         raise Zs3Error(f"{path}: missing")

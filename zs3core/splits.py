@@ -38,13 +38,16 @@ class ClassSplit:
 
     @property
     def seen(self) -> tuple[int, ...]:
+        """Sorted label values of the seen classes (every class not unseen)."""
         return tuple(i for i in range(len(self.classes)) if i not in self.unseen)
 
     @property
     def num_classes(self) -> int:
+        """C, the number of classes (seen + unseen)."""
         return len(self.classes)
 
     def to_dict(self) -> dict:
+        """JSON-ready form (written to data/split/classes.json)."""
         return {
             "classes": list(self.classes),
             "seen": list(self.seen),
@@ -56,6 +59,7 @@ class ClassSplit:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ClassSplit":
+        """Inverse of ``to_dict``."""
         return cls(tuple(d["classes"]), tuple(d["unseen"]), int(d["ignore_index"]))
 
     def train_lut(self) -> np.ndarray:

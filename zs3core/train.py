@@ -51,6 +51,7 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def config_hash(obj) -> str:
+    """Short stable hash of a JSON-able settings object (identifies a resumable run)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -76,6 +77,7 @@ class BackboneConfig:
 
 
 def build_backbone(num_seen: int, cfg: BackboneConfig) -> DeepLabV3Plus:
+    """DeepLabv3+ with ``num_seen`` outputs, built from the backbone settings."""
     return DeepLabV3Plus(num_seen, cfg.name, cfg.output_stride, cfg.feature_dim, cfg.pretrained)
 
 

@@ -98,6 +98,7 @@ class SegDataset(Dataset):
 
 
 def raise_size_mismatch(root: Path, s: Sample, img_hw, lab_hw):
+    """Raise Zs3Error naming the image, its id and both sizes (width x height)."""
     from zs3core.io import Zs3Error
 
     raise Zs3Error(

@@ -18,6 +18,7 @@ ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip", ".tar.xz", ".tar.bz2")
 
 
 def is_archive(path: Path) -> bool:
+    """True when the file name ends in a suffix that torchvision's extract_archive reads."""
     return any(str(path).endswith(s) for s in ARCHIVE_SUFFIXES)
 
 

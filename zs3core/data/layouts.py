@@ -115,6 +115,7 @@ def list_samples(root: Path, layout: str, split: str, use_aug: bool = False) -> 
 
 
 def has_split(root: Path, layout: str, split: str) -> bool:
+    """True when the dataset at ``root`` has a list file for ``split``."""
     if layout == "voc":
         return (root / "ImageSets" / "Segmentation" / f"{split}.txt").exists()
     return (root / f"{split}.txt").exists()
