@@ -39,8 +39,9 @@ def palette(num_classes: int, dataset: str = "") -> np.ndarray:
 
 
 def colorize(label: np.ndarray, pal: np.ndarray, ignore_value: int = 255) -> np.ndarray:
-    """(H, W) int labels -> (H, W, 3) uint8 colours; ignored pixels are black."""
-    out = np.zeros(label.shape + (3,), dtype=np.uint8)
+    """(H, W) int labels -> (H, W, 3) uint8 colours; ignored pixels are cream (224, 224, 192), as in VOC."""
+    out = np.empty(label.shape + (3,), dtype=np.uint8)
+    out[:] = (224, 224, 192)
     valid = (label != ignore_value) & (label >= 0) & (label < len(pal))
     out[valid] = pal[label[valid]]
     return out
