@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from zs3core.data.dataset import IGNORE
 
 
 def downsample_labels(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -61,7 +60,7 @@ def extract(model, dataset, rows, seen, pixels_per_class: int, pool_rows, pool_p
     model.to(device).eval()
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    rows, pool_rows = list(rows), set(pool_rows)
+    rows, pool_rows = set(rows), set(pool_rows)
     todo = sorted(set(rows) | pool_rows)
     lab = {"features": [], "labels": [], "image": []}
     pool = {"features": [], "labels": [], "image": []}
@@ -94,5 +93,3 @@ def extract(model, dataset, rows, seen, pixels_per_class: int, pool_rows, pool_p
     dim = model.feature_dim
     return pack(lab, dim), pack(pool, dim)
 
-
-__all__ = ["extract", "downsample_labels", "sample_per_class", "IGNORE"]

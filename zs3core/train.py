@@ -222,17 +222,15 @@ def train_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, e
     losses = []
     bar = tqdm(range(steps), desc="generator (MMD)", leave=False)
     for _ in bar:
-        reals, rl, cls = [], [], []
+        reals, cls = [], []
         for c, idx in pools.items():
             pick = idx[torch.randint(len(idx), (samples_per_class,), generator=generator)]
             reals.append(feats[pick].float())
-            rl.append(torch.full((samples_per_class,), c))
             cls.append(torch.full((samples_per_class,), c))
         real = torch.cat(reals).to(device)
-        real_l = torch.cat(rl).to(device)
-        fake_l = torch.cat(cls).to(device)
-        fake = gen(emb[fake_l])
-        loss = classwise_mmd2(real, real_l, fake, fake_l, sigmas)
+        batch_l = torch.cat(cls).to(device)  # same classes and counts for real and generated
+        fake = gen(emb[batch_l])
+        loss = classwise_mmd2(real, batch_l, fake, batch_l, sigmas)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
