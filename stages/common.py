@@ -51,6 +51,16 @@ def samples(df: pd.DataFrame) -> list[Sample]:
     return [Sample(r.id, r.split, r.image, r.label) for r in df.itertuples()]
 
 
+def class_embeddings() -> torch.Tensor:
+    """(C, d_a) float32 class embeddings written by the embed stage."""
+    return torch.load(EMBED, weights_only=False)["embeddings"].float()
+
+
+def feature_cache(name: str) -> dict:
+    """The ``labelled`` or ``pool`` feature cache written by extract_features."""
+    return torch.load(FEATURES_DIR / f"{name}.pt", weights_only=False)
+
+
 def device(p: dict) -> torch.device:
     from zs3core.train import pick_device
 

@@ -9,7 +9,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from stages.common import BACKBONE, ZS3_CLF, ZS5_CLF, class_split, device, manifest, params, raw_root, run, samples, set_threads
+from stages.common import (
+    BACKBONE,
+    ZS3_CLF,
+    ZS5_CLF,
+    class_split,
+    device,
+    manifest,
+    params,
+    raw_root,
+    run,
+    samples,
+    set_threads,
+)
 from zs3core.data.dataset import SegDataset
 from zs3core.evaluation import evaluate_split
 from zs3core.io import StageOutputs

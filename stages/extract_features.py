@@ -12,7 +12,18 @@ import time
 
 import torch
 
-from stages.common import BACKBONE, FEATURES_DIR, class_split, device, manifest, params, raw_root, run, samples, set_threads
+from stages.common import (
+    BACKBONE,
+    FEATURES_DIR,
+    class_split,
+    device,
+    manifest,
+    params,
+    raw_root,
+    run,
+    samples,
+    set_threads,
+)
 from zs3core.data.dataset import SegDataset
 from zs3core.features import extract
 from zs3core.io import StageOutputs

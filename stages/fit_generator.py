@@ -10,12 +10,23 @@ import time
 import pandas as pd
 import torch
 
-from stages.common import EMBED, FEATURES_DIR, GENERATOR, class_split, device, params, run, set_threads
+from stages.common import (
+    FEATURES_DIR,
+    GENERATOR,
+    class_embeddings,
+    class_split,
+    device,
+    feature_cache,
+    params,
+    run,
+    set_threads,
+)
 from zs3core.io import StageOutputs, Zs3Error
 from zs3core.models import build_generator
 from zs3core.params import get
 from zs3core.train import seed_everything, train_generator
 from zs3core.viz import save_curve
+
 
 def main() -> None:
     set_threads()
@@ -23,8 +34,8 @@ def main() -> None:
     g = p["generator"]
     rng = seed_everything(int(get(p, "seed")))
     cs = class_split()
-    emb = torch.load(EMBED, weights_only=False)["embeddings"].float()
-    cache = torch.load(FEATURES_DIR / "labelled.pt", weights_only=False)
+    emb = class_embeddings()
+    cache = feature_cache("labelled")
     feats, labels = cache["features"], cache["labels"]
     present = [c for c in cs.seen if (labels == c).any()]
     missing = [cs.classes[c] for c in cs.seen if c not in present]

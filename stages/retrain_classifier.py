@@ -6,11 +6,20 @@ unseen label layouts here; this project does not). Output: data/classifier/zs3ne
 """
 from __future__ import annotations
 
-import torch
-
-from stages.common import EMBED, FEATURES_DIR, GENERATOR, ZS3_CLF, class_split, device, params, run, set_threads
+from stages.common import (
+    GENERATOR,
+    ZS3_CLF,
+    class_embeddings,
+    class_split,
+    device,
+    feature_cache,
+    params,
+    run,
+    set_threads,
+)
 from zs3core.io import StageOutputs
 from zs3core.models import load_generator
+from zs3core.models.classifier import save_classifier
 from zs3core.params import get
 from zs3core.train import seed_everything, train_classifier, zs3_training_set
 
@@ -21,15 +30,14 @@ def main() -> None:
     c = p["classifier"]
     rng = seed_everything(int(get(p, "seed")))
     cs = class_split()
-    emb = torch.load(EMBED, weights_only=False)["embeddings"].float()
-    labelled = torch.load(FEATURES_DIR / "labelled.pt", weights_only=False)
+    emb = class_embeddings()
+    labelled = feature_cache("labelled")
     dev = device(p)
     x, y = zs3_training_set(labelled, load_generator(GENERATOR), emb, cs.seen, cs.unseen, int(c["generated_per_unseen"]), dev)
     clf, losses = train_classifier(x, y, cs.num_classes, int(c["epochs"]), int(c["batch_size"]), float(c["lr"]),
                                    float(c["weight_decay"]), rng, dev, desc="ZS3Net classifier")
     with StageOutputs() as out:
-        out.write(ZS3_CLF, lambda f: torch.save({"state_dict": clf.state_dict(), "num_classes": cs.num_classes,
-                                                "feature_dim": x.shape[1], "losses": losses}, f))
+        out.write(ZS3_CLF, lambda f: save_classifier(clf, f, losses))
     print(f"ZS3Net classifier: {len(x)} training features, final loss {losses[-1]:.4f}")
 
 

@@ -10,10 +10,21 @@ from __future__ import annotations
 
 import torch
 
-from stages.common import EMBED, FEATURES_DIR, GENERATOR, ZS3_CLF, ZS5_CLF, class_split, device, params, run, set_threads
+from stages.common import (
+    GENERATOR,
+    ZS3_CLF,
+    ZS5_CLF,
+    class_embeddings,
+    class_split,
+    device,
+    feature_cache,
+    params,
+    run,
+    set_threads,
+)
 from zs3core.io import StageOutputs
 from zs3core.models import load_generator
-from zs3core.models.classifier import load_classifier
+from zs3core.models.classifier import load_classifier, save_classifier
 from zs3core.params import get
 from zs3core.selftrain import select_pseudo_labels
 from zs3core.train import seed_everything, train_classifier, zs3_training_set
@@ -26,9 +37,9 @@ def main() -> None:
     top_p = float(get(p, "self_training.top_p"))
     rng = seed_everything(int(get(p, "seed")))
     cs = class_split()
-    emb = torch.load(EMBED, weights_only=False)["embeddings"].float()
-    labelled = torch.load(FEATURES_DIR / "labelled.pt", weights_only=False)
-    pool = torch.load(FEATURES_DIR / "pool.pt", weights_only=False)
+    emb = class_embeddings()
+    labelled = feature_cache("labelled")
+    pool = feature_cache("pool")
     dev = device(p)
     zs3 = load_classifier(ZS3_CLF)
     with torch.no_grad():
@@ -52,8 +63,7 @@ def main() -> None:
         "pseudo_label_precision": round(100.0 * float((pseudo_y[valid] == gt[valid]).float().mean()), 2) if valid.any() else None,
     }
     with StageOutputs() as out:
-        out.write(ZS5_CLF, lambda f: torch.save({"state_dict": clf.state_dict(), "num_classes": cs.num_classes,
-                                                "feature_dim": x.shape[1], "losses": losses}, f))
+        out.write(ZS5_CLF, lambda f: save_classifier(clf, f, losses))
         out.json("metrics/self_train.json", metrics)
     print(metrics)
 

@@ -13,10 +13,22 @@ import numpy as np
 from tqdm import tqdm
 
 from stages.common import CLASSES, MANIFEST, params, raw_root, run
-from zs3core.data.layouts import has_split, image_size, list_samples, read_label
+from zs3core.data.layouts import (
+    check_same_size,
+    has_split,
+    image_size,
+    list_samples,
+    read_label,
+)
 from zs3core.io import StageOutputs, Zs3Error
 from zs3core.params import get
-from zs3core.splits import ClassSplit, build_manifest, filter_training, pixel_counts, resolve_unseen
+from zs3core.splits import (
+    ClassSplit,
+    build_manifest,
+    filter_training,
+    pixel_counts,
+    resolve_unseen,
+)
 
 
 def main() -> None:
@@ -44,9 +56,7 @@ def main() -> None:
         for n, s in enumerate(tqdm(smp, desc=f"split: read {split} labels")):
             lab = read_label(root, s, len(classes), ignore)
             w, h = image_size(root, s)
-            if (h, w) != lab.shape:
-                raise Zs3Error(f"{root / s.image}: image of id '{s.id}' is {w}x{h} but its label is "
-                               f"{lab.shape[1]}x{lab.shape[0]} (width x height); they must match")
+            check_same_size(root, s, (h, w), lab.shape)
             counts[n] = pixel_counts(lab, len(classes))
         kept = filter_training(counts, unseen, get(p, "split.filter")) if split == train_split else None
         frames.append(build_manifest(smp, counts, classes, kept))

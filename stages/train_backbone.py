@@ -12,11 +12,28 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-from stages.common import BACKBONE, WORK, class_split, device, manifest, params, raw_root, run, samples, set_threads
+from stages.common import (
+    BACKBONE,
+    WORK,
+    class_split,
+    device,
+    manifest,
+    params,
+    raw_root,
+    run,
+    samples,
+    set_threads,
+)
 from zs3core.data.dataset import SegDataset
 from zs3core.io import StageOutputs, Zs3Error
 from zs3core.params import get, stage_params
-from zs3core.train import BackboneConfig, build_backbone, config_hash, seed_everything, train_backbone
+from zs3core.train import (
+    BackboneConfig,
+    build_backbone,
+    config_hash,
+    seed_everything,
+    train_backbone,
+)
 from zs3core.viz import save_curve
 
 CFG_KEYS = ("name", "pretrained", "output_stride", "feature_dim", "batch_size", "epochs", "lr", "head_lr_mult",

@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 
-
 def downsample_labels(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Nearest-neighbour downsampling of a (H, W) int label map to ``size`` = (h, w)."""
     return F.interpolate(target[None, None].float(), size=size, mode="nearest")[0, 0].long()

@@ -17,7 +17,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from zs3core.data.layouts import Sample, read_image, read_label
+from zs3core.data.layouts import Sample, check_same_size, read_image, read_label
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -80,8 +80,7 @@ class SegDataset(Dataset):
         s = self.samples[i]
         img = torch.from_numpy(np.array(read_image(self.root, s))).permute(2, 0, 1).contiguous()
         lab = torch.from_numpy(read_label(self.root, s, self.num_classes, self.ignore_index)).long()
-        if img.shape[1:] != lab.shape:
-            raise_size_mismatch(self.root, s, tuple(img.shape[1:]), tuple(lab.shape))
+        check_same_size(self.root, s, tuple(img.shape[1:]), tuple(lab.shape))
         return img, self.lut[lab]
 
     def __getitem__(self, i: int):
@@ -95,13 +94,3 @@ class SegDataset(Dataset):
         mask_t = TF.resize(tv_tensors.Mask(target), short)
         img_t, mask_t = self.augment(img_t, mask_t)
         return normalize(img_t.as_subclass(torch.Tensor)), mask_t.as_subclass(torch.Tensor).long(), i
-
-
-def raise_size_mismatch(root: Path, s: Sample, img_hw, lab_hw):
-    """Raise Zs3Error naming the image, its id and both sizes (width x height)."""
-    from zs3core.io import Zs3Error
-
-    raise Zs3Error(
-        f"{root / s.image}: image of id '{s.id}' is {img_hw[1]}x{img_hw[0]} but its label "
-        f"{root / s.label} is {lab_hw[1]}x{lab_hw[0]} (width x height); they must match"
-    )

@@ -169,6 +169,15 @@ def read_image(root: Path, sample: Sample) -> Image.Image:
         raise Zs3Error(f"{path}: image of id '{sample.id}' is corrupt or not an image ({e})") from e
 
 
+def check_same_size(root: Path, sample: Sample, img_hw: tuple[int, int], lab_hw: tuple[int, int]) -> None:
+    """Raise Zs3Error naming the image, its id and both sizes (width x height) when they differ."""
+    if tuple(img_hw) != tuple(lab_hw):
+        raise Zs3Error(
+            f"{root / sample.image}: image of id '{sample.id}' is {img_hw[1]}x{img_hw[0]} but its label "
+            f"{root / sample.label} is {lab_hw[1]}x{lab_hw[0]} (width x height); they must match"
+        )
+
+
 def image_size(root: Path, sample: Sample) -> tuple[int, int]:
     """(width, height) of the image, fully decoded so that corrupt files are caught."""
     return read_image(root, sample).size

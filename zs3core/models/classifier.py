@@ -30,6 +30,12 @@ class PixelClassifier(nn.Module):
         return self.linear(x)
 
 
+def save_classifier(clf: PixelClassifier, path, losses: list[float]) -> None:
+    """Save a classifier with what ``load_classifier`` needs and its per-epoch training losses."""
+    torch.save({"state_dict": clf.state_dict(), "num_classes": clf.linear.out_features,
+                "feature_dim": clf.linear.in_features, "losses": losses}, path)
+
+
 def load_classifier(path) -> PixelClassifier:
     """Rebuild a classifier saved by retrain_classifier / self_train (cpu, eval mode)."""
     ck = torch.load(path, map_location="cpu", weights_only=False)
