@@ -41,6 +41,19 @@ def class_split() -> ClassSplit:
     return ClassSplit.from_dict(read_json(CLASSES))
 
 
+def report_split(p: dict) -> ClassSplit:
+    """The seen/unseen grouping used for scores: the trained split, except under
+    ``split.filter=oracle`` where every class is trained on and the K preset groups the scores."""
+    cs = class_split()
+    if get(p, "split.filter") != "oracle":
+        return cs
+    from zs3core.splits import resolve_unseen
+
+    unseen = resolve_unseen(list(cs.classes), get(p, "dataset.split_presets", {}), get(p, "split.k", None),
+                            get(p, "split.unseen", []))
+    return ClassSplit(cs.classes, unseen, cs.ignore_index)
+
+
 def manifest() -> pd.DataFrame:
     if not MANIFEST.exists():
         raise Zs3Error(f"{MANIFEST}: missing; run the split stage first (dvc repro split)")

@@ -59,8 +59,8 @@ def main() -> None:
         torch.save(pool, pp)
         per_class = {cs.classes[c]: int((labelled["labels"] == c).sum()) for c in cs.seen}
         metrics = {
-            "labelled_pixels": int(len(labelled["labels"])),
-            "pool_pixels": int(len(pool["labels"])),
+            "labelled_pixels": len(labelled["labels"]),
+            "pool_pixels": len(pool["labels"]),
             "labelled_images": len(rows),
             "pool_images": len(pool_rows),
             "cache_mb": round((os.path.getsize(lp) + os.path.getsize(pp)) / 2**20, 2),

@@ -21,10 +21,11 @@ from stages.common import (
     run,
     set_threads,
 )
+from zs3core.generation import train_generator
 from zs3core.io import StageOutputs, Zs3Error
 from zs3core.models import build_generator
 from zs3core.params import get
-from zs3core.train import seed_everything, train_generator
+from zs3core.train import seed_everything
 from zs3core.viz import save_curve
 
 

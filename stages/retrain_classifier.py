@@ -21,7 +21,8 @@ from zs3core.io import StageOutputs
 from zs3core.models import load_generator
 from zs3core.models.classifier import save_classifier
 from zs3core.params import get
-from zs3core.train import seed_everything, train_classifier, zs3_training_set
+from zs3core.retrain import train_classifier, zs3_training_set
+from zs3core.train import seed_everything
 
 
 def main() -> None:

@@ -26,8 +26,9 @@ from zs3core.io import StageOutputs
 from zs3core.models import load_generator
 from zs3core.models.classifier import load_classifier, save_classifier
 from zs3core.params import get
+from zs3core.retrain import train_classifier, zs3_training_set
 from zs3core.selftrain import select_pseudo_labels
-from zs3core.train import seed_everything, train_classifier, zs3_training_set
+from zs3core.train import seed_everything
 
 
 def main() -> None:
@@ -56,7 +57,7 @@ def main() -> None:
     valid = gt != 255
     metrics = {
         "top_p": top_p,
-        "pool_pixels": int(len(sel)),
+        "pool_pixels": len(sel),
         "pseudo_labels": int(sel.sum()),
         "pseudo_labels_per_class": {cs.classes[u]: int((pseudo_y == u).sum()) for u in cs.unseen},
         # diagnostic only: share of pseudo-labels that agree with the (never trained on) ground truth

@@ -38,7 +38,10 @@ def main() -> None:
     ignore = int(get(p, "dataset.ignore_index"))
     unseen = resolve_unseen(classes, get(p, "dataset.split_presets", {}), get(p, "split.k", None),
                             get(p, "split.unseen", []))
-    cs = ClassSplit(tuple(classes), unseen, ignore)
+    oracle = get(p, "split.filter") == "oracle"
+    # oracle: every class is trained on, so the written split has no unseen class and does not
+    # depend on K (DVC then reuses one oracle backbone for every K); evaluate groups by the preset
+    cs = ClassSplit(tuple(classes), () if oracle else unseen, ignore)
     layout, use_aug = get(p, "dataset.layout"), bool(get(p, "dataset.use_aug", False))
     train_split = get(p, "dataset.train_split", "train")
     eval_splits = [s for s in get(p, "evaluation.splits", ["val"]) if s != train_split]
@@ -66,10 +69,11 @@ def main() -> None:
     train = df[df.split == train_split]
     n_kept = int((train.status == "kept").sum())
     metrics = {
-        "unseen": cs.to_dict()["unseen_names"],
+        "unseen": [classes[u] for u in unseen],
         "k": len(unseen),
         "filter": get(p, "split.filter"),
-        "train_images": int(len(train)),
+        "train_images": len(train),
+        "oracle": oracle,
         "kept": n_kept,
         "dropped_to_pool": int((train.status == "dropped").sum()),
         "eval_images": {s: int((df.split == s).sum()) for s in eval_splits},

@@ -33,7 +33,7 @@ FENCE, BICYCLIST = 7, 10           # the K=2 CamVid preset
 def labels() -> dict[str, dict[str, np.ndarray]]:
     """Hand-made (24, 32) label maps; with unseen {fence, bicyclist} a and d are kept."""
     base = np.zeros((H, W), dtype=np.uint8)
-    for c, cols in enumerate([range(0, 4), range(4, 8), range(8, 12), range(12, 16), range(16, 20),
+    for c, cols in enumerate([range(4), range(4, 8), range(8, 12), range(12, 16), range(16, 20),
                               range(20, 24), range(24, 28)]):
         base[:, list(cols)] = c                      # classes 0..6 in vertical bands
     base[:, 28:30] = 8                               # car

@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from zs3core.metrics import (confusion_matrix, group_scores, harmonic_iou, per_class_accuracy,
-                             per_class_iou, zsl_scores)
+from zs3core.metrics import (
+    confusion_matrix,
+    group_scores,
+    harmonic_iou,
+    per_class_accuracy,
+    per_class_iou,
+    zsl_scores,
+)
 
 # 5 classes; seen = {0, 1, 2}, unseen = {3, 4}. Rows = ground truth, columns = prediction.
 #   class 2 (seen)   never in the ground truth but predicted 3 times -> IoU 0, left out of MA

@@ -6,8 +6,13 @@ import pytest
 
 from zs3core.data.layouts import Sample
 from zs3core.io import Zs3Error
-from zs3core.splits import (ClassSplit, build_manifest, filter_training, pixel_counts,
-                            resolve_unseen)
+from zs3core.splits import (
+    ClassSplit,
+    build_manifest,
+    filter_training,
+    pixel_counts,
+    resolve_unseen,
+)
 
 PRESETS = {2: ["bicyclist", "fence"], 4: ["bicyclist", "fence", "car", "pavement"]}
 

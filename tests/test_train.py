@@ -4,10 +4,12 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from zs3core.generation import generate, train_generator
+from zs3core.mmd import mmd2
 from zs3core.models.deeplab import DeepLabV3Plus
 from zs3core.models.gmmn import GMMN
-from zs3core.mmd import mmd2
-from zs3core.train import BackboneConfig, build_backbone, generate, train_backbone, train_classifier, train_generator
+from zs3core.retrain import train_classifier
+from zs3core.train import BackboneConfig, build_backbone, train_backbone
 
 
 def test_deeplab_features_are_stride4_and_feature_dim():

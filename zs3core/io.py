@@ -11,8 +11,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -39,7 +40,7 @@ class StageOutputs:
         self._staged: dict[Path, Path] = {}
         self._tmp: Path | None = None
 
-    def __enter__(self) -> "StageOutputs":
+    def __enter__(self) -> StageOutputs:
         self._tmp = Path(tempfile.mkdtemp(prefix=".zs3-stage-", dir=self.root))
         return self
 

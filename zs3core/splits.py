@@ -1,12 +1,14 @@
 """Seen/unseen class splits and the training-set filter (ZS3Net §3.1, "Zero-shot setups").
 
 The unseen set U is given by name or by the dataset's cumulative preset of size K; every
-other class is seen (background included for VOC). Two training protocols:
+other class is seen (background included for VOC). Three training protocols:
 
 * ``drop`` (ZS3Net): every training image that contains even one unseen pixel is removed
   from the labelled set; those images form the unlabelled pool of ZS5Net self-training
   (their labels are never used for training).
 * ``ignore`` (SPNet/CaGNet): every image is kept and unseen pixels are ignored in training.
+* ``oracle``: the supervised upper bound (ZS3Net Table 1, first row): every image is kept and
+  every class is trained on; the K preset only decides how the scores are grouped.
 
 Validation and test splits are never filtered.
 """
@@ -19,7 +21,7 @@ import pandas as pd
 
 from zs3core.io import Zs3Error
 
-FILTERS = ("drop", "ignore")
+FILTERS = ("drop", "ignore", "oracle")
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class ClassSplit:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ClassSplit":
+    def from_dict(cls, d: dict) -> ClassSplit:
         """Inverse of ``to_dict``."""
         return cls(tuple(d["classes"]), tuple(d["unseen"]), int(d["ignore_index"]))
 
@@ -120,18 +122,18 @@ def filter_training(counts: np.ndarray, unseen: tuple[int, ...], filter: str) ->
     Args:
         counts: (N, C) int per-image class pixel counts.
         unseen: unseen label values.
-        filter: ``drop`` or ``ignore``.
+        filter: ``drop``, ``ignore`` or ``oracle``.
 
     Returns:
         (N,) bool, True = kept in the labelled set. With ``drop`` an image is kept iff it has
-        zero pixels of every unseen class; with ``ignore`` every image is kept.
+        zero pixels of every unseen class; with ``ignore`` and ``oracle`` every image is kept.
 
     Raises:
         Zs3Error: unknown filter.
     """
     if filter not in FILTERS:
         raise Zs3Error(f"split.filter: unknown value '{filter}'; use one of {FILTERS}")
-    if filter == "ignore":
+    if filter in ("ignore", "oracle"):
         return np.ones(len(counts), dtype=bool)
     return counts[:, list(unseen)].sum(axis=1) == 0
 

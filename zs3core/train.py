@@ -1,9 +1,10 @@
-"""Training loops: the DeepLabv3+ backbone on seen classes (ZS3Net step 0), the feature
-generator (step 1) and the pixel classifier (step 2, and ZS5Net's retraining).
+"""Backbone training (ZS3Net step 0): DeepLabv3+ supervised on the seen classes.
 
-Every loop is seeded by its caller, runs on the device chosen by :func:`pick_device`, uses
-mixed precision on CUDA when asked, and shows a tqdm progress bar. The backbone loop writes a
-checkpoint after every epoch and resumes from it when restarted with the same settings.
+Also the run helpers every training stage shares (seeding, device choice, settings hash).
+The loop is seeded by its caller, runs on the device chosen by :func:`pick_device`, uses
+mixed precision on CUDA when asked, shows a tqdm progress bar, writes a checkpoint after every
+epoch and resumes from it when restarted with the same settings. The generator (step 1) lives
+in :mod:`zs3core.generation`, the classifier retraining (step 2) in :mod:`zs3core.retrain`.
 """
 from __future__ import annotations
 
@@ -12,20 +13,17 @@ import json
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from zs3core.metrics import confusion_matrix, group_scores
-from zs3core.mmd import classwise_mmd2
-from zs3core.models.classifier import PixelClassifier
 from zs3core.models.deeplab import DeepLabV3Plus, upsample_logits
 
 
@@ -194,103 +192,3 @@ def train_backbone(model: DeepLabV3Plus, train_loader: DataLoader, val_loader: D
         if on_epoch:
             on_epoch(rec)
     return history
-
-
-# --------------------------------------------------------------------------- generator (step 1)
-def train_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, emb: torch.Tensor,
-                    classes, sigmas, steps: int, samples_per_class: int, lr: float,
-                    generator: torch.Generator, device: torch.device) -> list[float]:
-    """Fit G(a, z) to real seen features with the class-wise MMD (ZS3Net §2.2, eq. L_GMMN).
-
-    Args:
-        gen: module mapping (n, d_a) embeddings to (n, d_x) features (draws its own noise).
-        feats: (N, d_x) real features (any float dtype); labels: (N,) int class ids.
-        emb: (C, d_a) float32 class embeddings, row = class id.
-        classes: the seen class ids to fit (each must have features).
-        sigmas: kernel bandwidths σ. steps: Adam steps at ``lr``.
-        samples_per_class: real and generated features per class per step.
-        generator: seeded torch.Generator for the real-feature sampling.
-
-    Returns:
-        The loss of every step.
-    """
-    gen.to(device).train()
-    opt = torch.optim.Adam(gen.parameters(), lr=lr)
-    emb = emb.to(device)
-    pools = {int(c): torch.nonzero(labels == c).squeeze(1) for c in classes}
-    pools = {c: idx for c, idx in pools.items() if len(idx)}
-    losses = []
-    bar = tqdm(range(steps), desc="generator (MMD)", leave=False)
-    for _ in bar:
-        reals, cls = [], []
-        for c, idx in pools.items():
-            pick = idx[torch.randint(len(idx), (samples_per_class,), generator=generator)]
-            reals.append(feats[pick].float())
-            cls.append(torch.full((samples_per_class,), c))
-        real = torch.cat(reals).to(device)
-        batch_l = torch.cat(cls).to(device)  # same classes and counts for real and generated
-        fake = gen(emb[batch_l])
-        loss = classwise_mmd2(real, batch_l, fake, batch_l, sigmas)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        bar.set_postfix(mmd=f"{np.mean(losses[-50:]):.4f}")
-    gen.eval()
-    return losses
-
-
-@torch.no_grad()
-def generate(gen: nn.Module, emb: torch.Tensor, classes, n_per_class: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample ``n_per_class`` synthetic features for each class id: ((n*K, d_x) float32, (n*K,) int64)."""
-    gen.to(device).eval()
-    labels = torch.cat([torch.full((n_per_class,), int(c)) for c in classes]).long()
-    feats = torch.cat([gen(emb[labels[i:i + 65536]].to(device)).cpu() for i in range(0, len(labels), 65536)])
-    return feats.float(), labels
-
-
-# --------------------------------------------------------------------------- classifier (step 2)
-def train_classifier(feats: torch.Tensor, labels: torch.Tensor, num_classes: int, epochs: int,
-                     batch_size: int, lr: float, weight_decay: float, generator: torch.Generator,
-                     device: torch.device, desc: str = "classifier") -> tuple[PixelClassifier, list[float]]:
-    """Train the 1x1 classifier f on (N, d_x) features with labels (N,) in 0..C-1 (Adam, CE).
-
-    Returns:
-        (classifier on cpu in eval mode, mean loss per epoch).
-    """
-    clf = PixelClassifier(feats.shape[1], num_classes).to(device)
-    opt = torch.optim.Adam(clf.parameters(), lr=lr, weight_decay=weight_decay)
-    feats = feats.float()
-    losses = []
-    for _ in tqdm(range(epochs), desc=desc, leave=False):
-        perm = torch.randperm(len(feats), generator=generator)
-        tot, n = 0.0, 0
-        for i in range(0, len(perm), batch_size):
-            idx = perm[i:i + batch_size]
-            x, y = feats[idx].to(device), labels[idx].to(device)
-            loss = F.cross_entropy(clf(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            tot += loss.item() * len(idx)
-            n += len(idx)
-        losses.append(tot / max(n, 1))
-    return clf.cpu().eval(), losses
-
-
-def zs3_training_set(labelled: dict, gen: nn.Module, emb: torch.Tensor, seen, unseen, n_per_unseen: int,
-                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """ZS3Net step 2 training data: real seen features plus generated unseen ones.
-
-    Args:
-        labelled: feature cache (``features`` (N, d_x) float16, ``labels`` (N,) int64).
-        gen: trained generator. emb: (C, d_a) class embeddings.
-        seen / unseen: class ids. n_per_unseen: synthetic features per unseen class.
-
-    Returns:
-        (features (N + n*K, d_x) float32, labels (N + n*K,) int64). Only seen-class real
-        features are used: no unseen ground truth enters training.
-    """
-    keep = torch.isin(labelled["labels"], torch.tensor(list(seen)))
-    fake, fake_l = generate(gen, emb, unseen, n_per_unseen, device)
-    return torch.cat([labelled["features"][keep].float(), fake]), torch.cat([labelled["labels"][keep], fake_l])

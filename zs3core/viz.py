@@ -9,11 +9,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import Patch
 
-from zs3core.data.dataset import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from zs3core.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 
 
 def voc_palette(n: int) -> np.ndarray:

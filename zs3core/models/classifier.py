@@ -8,7 +8,7 @@ vectors (training on cached real and generated features) or to (B, d_x, h, w) fe
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 
 class PixelClassifier(nn.Module):

@@ -13,9 +13,9 @@ workplace).
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
+from torch import nn
 
 _BODIES = {
     "resnet18": ("resnet18", "ResNet18_Weights", 512, 64),

@@ -8,7 +8,7 @@ output). Architecture of the paper: one hidden layer of 256 units, LeakyReLU(0.2
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 
 class GMMN(nn.Module):
