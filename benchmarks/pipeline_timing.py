@@ -49,7 +49,7 @@ def main() -> None:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert proc.stdout is not None
         for line in proc.stdout:
-            mt = re.search(r"\[(\w+)\] done in ([\d.]+) s", line)
+            mt = re.search(r"\[(\w+)\] done in ([\d.]+) s", line)  # "..., peak RSS N MB" follows
             if mt:
                 times[mt.group(1)] = float(mt.group(2))
                 print(f"  {mt.group(1):<20s} {float(mt.group(2)):7.1f} s", flush=True)

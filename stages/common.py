@@ -23,9 +23,11 @@ CLASSES = SPLIT_DIR / "classes.json"
 EMBED = Path("data/embed/class_embeddings.pt")
 BACKBONE = Path("data/backbone/model.pt")
 FEATURES_DIR = Path("data/features")
+LABEL_MAPS = FEATURES_DIR / "label_maps.pt"
 GENERATOR = Path("data/generator/generator.pt")
 ZS3_CLF = Path("data/classifier/zs3net.pt")
 ZS5_CLF = Path("data/self_train/zs5net.pt")
+DEVISE = Path("data/devise/devise.pt")
 WORK = Path("data/.work")  # checkpoints of interrupted runs (not a DVC output)
 
 
@@ -52,6 +54,27 @@ def report_split(p: dict) -> ClassSplit:
     unseen = resolve_unseen(list(cs.classes), get(p, "dataset.split_presets", {}), get(p, "split.k", None),
                             get(p, "split.unseen", []))
     return ClassSplit(cs.classes, unseen, cs.ignore_index)
+
+
+def pool_graphs(cs: ClassSplit) -> list:
+    """Connected-component graphs of the unlabelled pool's masks, every class a node (GC generation)."""
+    from zs3core.generation import mask_graphs
+
+    lm = torch.load(LABEL_MAPS, weights_only=False)
+    return list(mask_graphs(lm["maps"], lm["pool_rows"], {cs.ignore_index, 255}).values())
+
+
+def stage_checkpoint(name: str, p: dict, keys: list[str], inputs: list[Path], every: int):
+    """A :class:`zs3core.checkpoint.Checkpoint` in data/.work for one stage's training loop,
+    bound to the stage's params and to the size and modification time of its input files."""
+    import os
+
+    from zs3core.checkpoint import Checkpoint
+    from zs3core.params import stage_params
+    from zs3core.train import config_hash
+
+    stamp = [(str(f), os.path.getsize(f), os.path.getmtime(f)) for f in inputs if Path(f).exists()]
+    return Checkpoint(WORK / f"{name}_checkpoint.pt", config_hash({"params": stage_params(p, *keys), "inputs": stamp}), every)
 
 
 def manifest() -> pd.DataFrame:
@@ -94,7 +117,10 @@ def run(main) -> None:
     t0 = time.time()
     try:
         main()
-        print(f"[{Path(sys.argv[0]).stem}] done in {time.time() - t0:.1f} s")
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+        print(f"[{Path(sys.argv[0]).stem}] done in {time.time() - t0:.1f} s, peak RSS {peak:.0f} MB")
     except Zs3Error as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -3,7 +3,9 @@
 Labelled cache: kept training images, at most ``features.pixels_per_class`` locations per
 seen class and image. Pool cache: the unlabelled pool (images dropped by the split; under
 ``ignore`` every training image), ``features.pool_pixels_per_image`` random locations each.
-Features are stored as float16. Outputs: data/features/{labelled,pool}.pt, metrics/features.json.
+Features are stored as float16. Also the label map of every training image at feature
+resolution (for the graph-context generator). Outputs: data/features/{labelled,pool,label_maps}.pt,
+metrics/features.json.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import torch
 from stages.common import (
     BACKBONE,
     FEATURES_DIR,
+    LABEL_MAPS,
     class_split,
     device,
     manifest,
@@ -48,7 +51,7 @@ def main() -> None:
     model, _ = load_backbone(BACKBONE)
     t0 = time.time()
     dev = device(p)
-    labelled, pool = extract(model, ds, rows, cs.seen, int(get(p, "features.pixels_per_class")), pool_rows,
+    labelled, pool, maps = extract(model, ds, rows, cs.seen, int(get(p, "features.pixels_per_class")), pool_rows,
                              int(get(p, "features.pool_pixels_per_image")), gen, dev,
                              bool(get(p, "backbone.channels_last", False)) and dev.type == "cpu")
     labelled["manifest_ids"] = list(train.id)
@@ -57,6 +60,8 @@ def main() -> None:
         lp, pp = out.path(FEATURES_DIR / "labelled.pt"), out.path(FEATURES_DIR / "pool.pt")
         torch.save(labelled, lp)
         torch.save(pool, pp)
+        torch.save({"maps": maps, "labelled_rows": rows, "pool_rows": pool_rows, "manifest_ids": list(train.id)},
+                   out.path(LABEL_MAPS))
         per_class = {cs.classes[c]: int((labelled["labels"] == c).sum()) for c in cs.seen}
         metrics = {
             "labelled_pixels": len(labelled["labels"]),

@@ -7,6 +7,7 @@ unseen label layouts here; this project does not). Output: data/classifier/zs3ne
 from __future__ import annotations
 
 from stages.common import (
+    FEATURES_DIR,
     GENERATOR,
     ZS3_CLF,
     class_embeddings,
@@ -14,8 +15,10 @@ from stages.common import (
     device,
     feature_cache,
     params,
+    pool_graphs,
     run,
     set_threads,
+    stage_checkpoint,
 )
 from zs3core.io import StageOutputs
 from zs3core.models import load_generator
@@ -34,11 +37,15 @@ def main() -> None:
     emb = class_embeddings()
     labelled = feature_cache("labelled")
     dev = device(p)
-    x, y = zs3_training_set(labelled, load_generator(GENERATOR), emb, cs.seen, cs.unseen, int(c["generated_per_unseen"]), dev)
+    gen = load_generator(GENERATOR)
+    graphs = pool_graphs(cs) if getattr(gen, "graph_conditioned", False) else None
+    x, y = zs3_training_set(labelled, gen, emb, cs.seen, cs.unseen, int(c["generated_per_unseen"]), dev, graphs, rng)
+    ckpt = stage_checkpoint("retrain_classifier", p, ["classifier", "self_training", "seed"], [GENERATOR, FEATURES_DIR / "labelled.pt"], every=1)
     clf, losses = train_classifier(x, y, cs.num_classes, int(c["epochs"]), int(c["batch_size"]), float(c["lr"]),
-                                   float(c["weight_decay"]), rng, dev, desc="ZS3Net classifier")
+                                   float(c["weight_decay"]), rng, dev, ckpt=ckpt, desc="ZS3Net classifier")
     with StageOutputs() as out:
         out.write(ZS3_CLF, lambda f: save_classifier(clf, f, losses))
+    ckpt.clear()
     print(f"ZS3Net classifier: {len(x)} training features, final loss {losses[-1]:.4f}")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from stages.common import (
+    FEATURES_DIR,
     GENERATOR,
     ZS3_CLF,
     ZS5_CLF,
@@ -19,8 +20,10 @@ from stages.common import (
     device,
     feature_cache,
     params,
+    pool_graphs,
     run,
     set_threads,
+    stage_checkpoint,
 )
 from zs3core.io import StageOutputs
 from zs3core.models import load_generator
@@ -49,10 +52,13 @@ def main() -> None:
     sel = select_pseudo_labels(probs, pool["image"], cs.unseen, top_p)
     pseudo_x = pool["features"][sel].float()
     pseudo_y = probs[sel].argmax(1) if sel.any() else torch.zeros(0, dtype=torch.long)
-    x, y = zs3_training_set(labelled, load_generator(GENERATOR), emb, cs.seen, cs.unseen, int(c["generated_per_unseen"]), dev)
+    gen = load_generator(GENERATOR)
+    graphs = pool_graphs(cs) if getattr(gen, "graph_conditioned", False) else None
+    x, y = zs3_training_set(labelled, gen, emb, cs.seen, cs.unseen, int(c["generated_per_unseen"]), dev, graphs, rng)
     x, y = torch.cat([x, pseudo_x]), torch.cat([y, pseudo_y])
+    ckpt = stage_checkpoint("self_train", p, ["classifier", "self_training", "seed"], [GENERATOR, FEATURES_DIR / "labelled.pt"], every=1)
     clf, losses = train_classifier(x, y, cs.num_classes, int(c["epochs"]), int(c["batch_size"]), float(c["lr"]),
-                                   float(c["weight_decay"]), rng, dev, desc="ZS5Net classifier")
+                                   float(c["weight_decay"]), rng, dev, ckpt=ckpt, desc="ZS5Net classifier")
     gt = pool["labels"][sel]
     valid = gt != 255
     metrics = {
@@ -66,6 +72,7 @@ def main() -> None:
     with StageOutputs() as out:
         out.write(ZS5_CLF, lambda f: save_classifier(clf, f, losses))
         out.json("metrics/self_train.json", metrics)
+    ckpt.clear()
     print(metrics)
 
 

@@ -3,7 +3,8 @@
 Reads every label map once (checking values and image/label sizes), counts class pixels per
 image, keeps or drops training images (``split.filter``), and writes
 ``data/split/manifest.csv`` (one row per image), ``data/split/classes.json`` and
-``metrics/split.json``.
+``metrics/split.json`` (with ``drop_by_k``: for every preset K, how many training images the
+``drop`` filter keeps and how many go to the unlabelled pool, from the counts already read).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from zs3core.params import get
 from zs3core.splits import (
     ClassSplit,
     build_manifest,
+    drop_by_k,
     filter_training,
     pixel_counts,
     resolve_unseen,
@@ -50,6 +52,7 @@ def main() -> None:
             raise Zs3Error(f"evaluation.splits: the dataset at {root} has no '{s}' list")
     limits = {train_split: get(p, "scale.max_train_images", None)}
     frames = []
+    train_counts = np.zeros((0, len(classes)), dtype=np.int64)
     for split in [train_split] + eval_splits:
         smp = list_samples(root, layout, split, use_aug)
         lim = limits.get(split, get(p, "scale.max_eval_images", None))
@@ -62,6 +65,8 @@ def main() -> None:
             check_same_size(root, s, (h, w), lab.shape)
             counts[n] = pixel_counts(lab, len(classes))
         kept = filter_training(counts, unseen, get(p, "split.filter")) if split == train_split else None
+        if split == train_split:
+            train_counts = counts
         frames.append(build_manifest(smp, counts, classes, kept))
     import pandas as pd
 
@@ -77,6 +82,7 @@ def main() -> None:
         "kept": n_kept,
         "dropped_to_pool": int((train.status == "dropped").sum()),
         "eval_images": {s: int((df.split == s).sum()) for s in eval_splits},
+        "drop_by_k": drop_by_k(train_counts, classes, get(p, "dataset.split_presets", {}) or {}),
     }
     if n_kept < int(get(p, "split.min_kept_warning", 20)):
         bar = "!" * 78

@@ -57,3 +57,22 @@ def test_get_names_missing_and_mistyped_keys(tmp_path):
         get(p, "split.filter")
     with pytest.raises(Zs3Error, match="'split.k' must be list"):
         get(p, "split.k", types=list)
+
+
+@pytest.mark.parametrize("dataset,top_p", [("voc2012", 25), ("camvid", 25), ("context", 75)])
+def test_self_training_top_p_per_dataset(dataset, top_p):
+    """ZS5Net's p: conf/config.yaml's 25 (paper, VOC) unless the dataset overrides it (Context: 75)."""
+    p = yaml.safe_load(compose([f"dataset={dataset}"], config_dir=CONF))
+    assert p["self_training"]["top_p"] == top_p
+    p = yaml.safe_load(compose([f"dataset={dataset}", "self_training.top_p=50"], config_dir=CONF))
+    assert p["self_training"]["top_p"] == 50          # a command-line override still wins
+
+
+def test_context_local_composition():
+    """dataset=context source=local: the converted copy and the official ZS3Net vectors under ../shared/data."""
+    p = yaml.safe_load(compose(["dataset=context", "source=local"], config_dir=CONF))
+    assert p["dataset"]["source"] == "../shared/data/context"
+    assert p["embedding"]["source"] == "../shared/data/embeddings/context-word2vec-zs3.txt"
+    assert p["dataset"]["layout"] == "context" and len(p["dataset"]["classes"]) == 60
+    assert p["dataset"]["classes"][11] == "table" and p["dataset"]["classes"][-1] == "wood"
+    assert [e["name"] for e in p["dataset"]["extra"]] == ["context"]

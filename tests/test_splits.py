@@ -178,3 +178,18 @@ def test_build_manifest_columns_and_status():
 
     ev = build_manifest([Sample("v", "val", "val/v.png", "valannot/v.png")], np.array([[1, 2, 3, 4]]), classes, None)
     assert ev["status"].tolist() == ["eval"] and ev["split"].tolist() == ["val"]
+
+
+# ---------------------------------------------------------------- drop_by_k
+
+def test_drop_by_k_counts_every_preset():
+    """Kept / pool per preset K from the hand-made maps; a preset with an unknown name is left out."""
+    from zs3core.splits import drop_by_k
+
+    classes = ["bg", "a", "b", "c"]                  # label values 0..3 of LABELS
+    presets = {2: ["b", "c"], "1": ["b"], 3: ["b", "c", "nope"]}
+    out = drop_by_k(counts_matrix(), classes, presets)
+    assert list(out) == ["1", "2"]                  # ascending K, invalid preset 3 omitted
+    # K=1 (b): only 'unseen_only' holds b; K=2 (b, c): 'one_unseen_px' (c) and 'unseen_only' (b).
+    assert out["1"] == {"kept": 4, "pool": 1}
+    assert out["2"] == {"kept": sum(DROP_KEPT), "pool": len(DROP_KEPT) - sum(DROP_KEPT)} == {"kept": 3, "pool": 2}

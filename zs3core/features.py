@@ -13,6 +13,10 @@ Two caches are written, both as dicts of tensors saved with ``torch.save``:
   image, drawn without looking at the labels. Keys as above, where ``labels`` holds the
   ground truth for *diagnostics only* (pseudo-label precision); no training step reads it.
 
+``extract`` also returns the label map of every training image at feature resolution
+((h, w) uint8, raw class ids, 255 = void): the graph-context generator builds its
+connected-component graphs from them (ZS3Net §2.2 uses the segmentation masks, not images).
+
 Unlike the official code, which generates features online during classifier training, the
 features are cached once so that every generator and classifier variant reuses the same
 real features (and DVC can skip re-extraction when only the generator changes).
@@ -42,7 +46,7 @@ def sample_per_class(labels: torch.Tensor, classes, k: int, generator: torch.Gen
 
 @torch.no_grad()
 def extract(model, dataset, rows, seen, pixels_per_class: int, pool_rows, pool_pixels: int,
-            generator: torch.Generator, device: torch.device, channels_last: bool = False) -> tuple[dict, dict]:
+            generator: torch.Generator, device: torch.device, channels_last: bool = False) -> tuple[dict, dict, dict]:
     """Run the backbone over images and sample pixel features.
 
     Args:
@@ -54,7 +58,8 @@ def extract(model, dataset, rows, seen, pixels_per_class: int, pool_rows, pool_p
         pixels_per_class / pool_pixels: sampling budgets.
 
     Returns:
-        (labelled cache, pool cache) as described in the module docstring.
+        (labelled cache, pool cache, {dataset index: (h, w) uint8 label map}) as described in
+        the module docstring.
     """
     model.to(device).eval()
     if channels_last:
@@ -63,6 +68,7 @@ def extract(model, dataset, rows, seen, pixels_per_class: int, pool_rows, pool_p
     todo = sorted(set(rows) | pool_rows)
     lab = {"features": [], "labels": [], "image": []}
     pool = {"features": [], "labels": [], "image": []}
+    maps = {}
     for i in tqdm(todo, desc="extract features"):
         img, target, _ = dataset[i]
         x = img[None].to(device)
@@ -71,7 +77,9 @@ def extract(model, dataset, rows, seen, pixels_per_class: int, pool_rows, pool_p
         f = model.features(x)[0].float().cpu()
         d, h, w = f.shape
         f = f.reshape(d, h * w).T
-        t = downsample_labels(target, (h, w)).reshape(-1)
+        t2 = downsample_labels(target, (h, w))
+        maps[i] = t2.clamp(0, 255).to(torch.uint8)
+        t = t2.reshape(-1)
         if i in rows:
             idx = sample_per_class(t, seen, pixels_per_class, generator)
             lab["features"].append(f[idx].half())
@@ -90,5 +98,5 @@ def extract(model, dataset, rows, seen, pixels_per_class: int, pool_rows, pool_p
         return {k: torch.cat(v) for k, v in c.items()}
 
     dim = model.feature_dim
-    return pack(lab, dim), pack(pool, dim)
+    return pack(lab, dim), pack(pool, dim), maps
 

@@ -2,7 +2,16 @@
 
 ``generator.kind`` picks the network (:mod:`zs3core.models`); every kind is trained with the
 class-wise multi-bandwidth MMD of :mod:`zs3core.mmd` between real and generated seen-class
-features (ZS3Net §2.2, L_GMMN).
+features (ZS3Net §2.2, L_GMMN):
+
+* ``gmmn``: one feature per class embedding (:func:`train_generator`, :func:`generate`);
+* ``gc``: one feature per node of a mask's connected-component graph (ZS3Net + GC, §2.2
+  "Graph-context encoding"; :func:`train_graph_generator`, :func:`generate_from_graphs`).
+  Training graphs come from the label maps of the labelled images, seen classes only. The
+  graphs for generating unseen features come, as in the paper, from the *masks* of the
+  training images that hold unseen classes (the unlabelled pool); their image features are
+  never used;
+* ``primitive``: PADing's primitive generator (:mod:`zs3core.pading`).
 """
 from __future__ import annotations
 
@@ -11,12 +20,15 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from zs3core.checkpoint import Checkpoint
+from zs3core.graphs import RegionGraph, normalized_adjacency, region_graph
+from zs3core.io import Zs3Error
 from zs3core.mmd import classwise_mmd2
 
 
 def train_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, emb: torch.Tensor,
                     classes, sigmas, steps: int, samples_per_class: int, lr: float,
-                    generator: torch.Generator, device: torch.device) -> list[float]:
+                    generator: torch.Generator, device: torch.device, ckpt: Checkpoint | None = None) -> list[float]:
     """Fit G(a, z) to real seen features with the class-wise MMD (ZS3Net §2.2, eq. L_GMMN).
 
     Args:
@@ -27,6 +39,7 @@ def train_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, e
         sigmas: kernel bandwidths σ. steps: Adam steps at ``lr``.
         samples_per_class: real and generated features per class per step.
         generator: seeded torch.Generator for the real-feature sampling.
+        ckpt: optional :class:`zs3core.checkpoint.Checkpoint` (resume after an interruption).
 
     Returns:
         The loss of every step.
@@ -36,9 +49,11 @@ def train_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, e
     emb = emb.to(device)
     pools = {int(c): torch.nonzero(labels == c).squeeze(1) for c in classes}
     pools = {c: idx for c, idx in pools.items() if len(idx)}
-    losses = []
-    bar = tqdm(range(steps), desc="generator (MMD)", leave=False)
-    for _ in bar:
+    state = {"gen": gen, "opt": opt}
+    start, extra = ckpt.restore(state, generator) if ckpt else (0, {})
+    losses = extra.get("losses", [])
+    bar = tqdm(range(start, steps), desc="generator (MMD)", leave=False, initial=start, total=steps)
+    for step in bar:
         reals, cls = [], []
         for c, idx in pools.items():
             pick = idx[torch.randint(len(idx), (samples_per_class,), generator=generator)]
@@ -53,6 +68,8 @@ def train_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, e
         opt.step()
         losses.append(loss.item())
         bar.set_postfix(mmd=f"{np.mean(losses[-50:]):.4f}")
+        if ckpt and ckpt.due(step + 1):
+            ckpt.save(step + 1, state, generator, {"losses": losses})
     gen.eval()
     return losses
 
@@ -61,8 +78,137 @@ def train_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, e
 def generate(gen: nn.Module, emb: torch.Tensor, classes, n_per_class: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample ``n_per_class`` synthetic features for each class id: ((n*K, d_x) float32, (n*K,) int64)."""
     gen.to(device).eval()
+    if not len(classes):
+        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
     labels = torch.cat([torch.full((n_per_class,), int(c)) for c in classes]).long()
     feats = torch.cat([gen(emb[labels[i:i + 65536]].to(device)).cpu() for i in range(0, len(labels), 65536)])
     return feats.float(), labels
 
 
+
+
+# ------------------------------------------------------------------ graph-context generator (GC)
+def mask_graphs(maps: dict, rows, ignore) -> dict[int, RegionGraph]:
+    """Connected-component graphs of label maps.
+
+    Args:
+        maps: {row: (h, w) uint8 label map at feature resolution} (extract_features).
+        rows: which rows to use. ignore: class ids that form no node (void; for training
+            graphs also the unseen classes).
+
+    Returns:
+        {row: RegionGraph} for the rows whose graph has at least one node.
+    """
+    out = {}
+    for r in rows:
+        g = region_graph(maps[r].numpy(), ignore=tuple(ignore))
+        if g.num_nodes:
+            out[int(r)] = g
+    return out
+
+
+def _stack(graphs: list[RegionGraph], props: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    cls = torch.cat([torch.from_numpy(g.node_class) for g in graphs])
+    return cls, torch.block_diag(*props).to_sparse()
+
+
+def train_graph_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, image: torch.Tensor,
+                          graphs: dict[int, RegionGraph], emb: torch.Tensor, sigmas, steps: int, graphs_per_step: int,
+                          samples_per_class: int, lr: float, generator: torch.Generator,
+                          device: torch.device, ckpt: Checkpoint | None = None) -> list[float]:
+    """Fit the graph-context generator with the class-wise MMD (ZS3Net §2.2 and §3.1, "ZS3Net + GC").
+
+    Each step draws ``graphs_per_step`` training graphs, generates one feature per node
+    (input [a_v ; z_v]) and compares, class by class, the node features with the real cached
+    pixel features of the same images (at most ``samples_per_class`` per class).
+
+    Args:
+        gen: :class:`zs3core.models.gcn.GCGenerator`.
+        feats: (N, d_x) real features; labels: (N,) int64 class ids; image: (N,) int64 row of
+            each feature (the keys of ``graphs``).
+        graphs: {row: RegionGraph} of the labelled images, seen classes only.
+        emb: (C, d_a) float32 class embeddings.
+        ckpt: optional :class:`zs3core.checkpoint.Checkpoint` (resume after an interruption).
+
+    Returns:
+        The loss of every step.
+
+    Raises:
+        Zs3Error: no graph has cached features.
+    """
+    rows = [r for r in graphs if (image == r).any()]
+    if not rows:
+        raise Zs3Error("fit_generator: no labelled image has both a graph and cached features")
+    by_row = {r: torch.nonzero(image == r).squeeze(1) for r in rows}
+    props = {r: normalized_adjacency(torch.from_numpy(graphs[r].adjacency)) for r in rows}
+    gen.to(device).train()
+    opt = torch.optim.Adam(gen.parameters(), lr=lr)
+    emb = emb.to(device)
+    state = {"gen": gen, "opt": opt}
+    start, extra = ckpt.restore(state, generator) if ckpt else (0, {})
+    losses = extra.get("losses", [])
+    bar = tqdm(range(start, steps), desc="GC generator (MMD)", leave=False, initial=start, total=steps)
+    for step in bar:
+        pick = [rows[i] for i in torch.randperm(len(rows), generator=generator)[:graphs_per_step].tolist()]
+        cls, prop = _stack([graphs[r] for r in pick], [props[r] for r in pick])
+        idx = torch.cat([by_row[r] for r in pick])
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        real_l = labels[idx]
+        keep = torch.cat([torch.nonzero(real_l == c).squeeze(1)[:samples_per_class] for c in torch.unique(cls)])
+        real, real_l = feats[idx[keep]].float().to(device), real_l[keep].to(device)
+        fake = gen(emb[cls.to(device)], prop.to(device))
+        loss = classwise_mmd2(real, real_l, fake, cls.to(device), sigmas)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        bar.set_postfix(mmd=f"{np.mean(losses[-50:]):.4f}")
+        if ckpt and ckpt.due(step + 1):
+            ckpt.save(step + 1, state, generator, {"losses": losses})
+    gen.eval()
+    return losses
+
+
+@torch.no_grad()
+def generate_from_graphs(gen: nn.Module, emb: torch.Tensor, graphs: list[RegionGraph], classes, n_per_class: int,
+                         generator: torch.Generator, device: torch.device, graphs_per_step: int = 32,
+                         max_rounds: int = 10000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample ``n_per_class`` node features for each class id from graphs that contain it.
+
+    Rounds of ``graphs_per_step`` random graphs (fresh noise each round) are run through the
+    generator until every class has ``n_per_class`` features. A class that is in no graph is
+    generated from one-node graphs (no context), with a printed note.
+
+    Returns:
+        ((n*K, d_x) float32, (n*K,) int64), grouped by class in the order of ``classes``.
+    """
+    classes = [int(c) for c in classes]
+    if not classes:
+        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
+    have = {c: any((g.node_class == c).any() for g in graphs) for c in classes}
+    missing = [c for c, ok in have.items() if not ok]
+    if missing:
+        # no mask carries the class: fall back to one-node graphs (no context; the GC generator
+        # then reduces to a GMMN with graph-convolution weights)
+        print(f"note: class id(s) {missing} appear in no mask; generated from one-node graphs without context")
+        graphs = list(graphs) + [RegionGraph(np.zeros((1, 1), np.int64), np.array([c]), np.zeros((1, 1), bool))
+                                 for c in missing]
+    pool = [g for g in graphs if np.isin(g.node_class, classes).any()]
+    props = [normalized_adjacency(torch.from_numpy(g.adjacency)) for g in pool]
+    gen.to(device).eval()
+    got = {c: [] for c in classes}
+    count = dict.fromkeys(classes, 0)
+    for _ in range(max_rounds):
+        if all(count[c] >= n_per_class for c in classes):
+            break
+        pick = torch.randperm(len(pool), generator=generator)[:graphs_per_step].tolist()
+        cls, prop = _stack([pool[i] for i in pick], [props[i] for i in pick])
+        out = gen(emb[cls].to(device), prop.to(device)).float().cpu()
+        for c in classes:
+            if count[c] < n_per_class:
+                f = out[cls == c][: n_per_class - count[c]]
+                got[c].append(f)
+                count[c] += len(f)
+    feats = torch.cat([torch.cat(got[c]) for c in classes])
+    labels = torch.cat([torch.full((count[c],), c) for c in classes]).long()
+    return feats, labels

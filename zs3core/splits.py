@@ -138,6 +138,30 @@ def filter_training(counts: np.ndarray, unseen: tuple[int, ...], filter: str) ->
     return counts[:, list(unseen)].sum(axis=1) == 0
 
 
+def drop_by_k(counts: np.ndarray, classes: list[str], presets: dict) -> dict[str, dict[str, int]]:
+    """What the ``drop`` filter does for every preset K of a dataset.
+
+    Args:
+        counts: (N, C) int per-image class pixel counts of the training images.
+        classes: class names in label order.
+        presets: {K: [names]} (``dataset.split_presets``); keys int or str.
+
+    Returns:
+        {str(K): {"kept": images with no pixel of the K unseen classes, "pool": the others}},
+        K ascending. A preset that does not resolve (unknown name) is left out: only the selected
+        K has to be valid, and :func:`resolve_unseen` reports it.
+    """
+    out = {}
+    for k in sorted(presets, key=int):
+        try:
+            unseen = resolve_unseen(classes, presets, int(k), [])
+        except Zs3Error:
+            continue
+        kept = filter_training(counts, unseen, "drop")
+        out[str(k)] = {"kept": int(kept.sum()), "pool": int((~kept).sum())}
+    return out
+
+
 def build_manifest(samples, counts: np.ndarray, classes: list[str], kept: np.ndarray | None) -> pd.DataFrame:
     """One row per image: id, split, image, label, per-class pixel counts, status.
 

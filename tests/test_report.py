@@ -1,0 +1,102 @@
+"""The report command: paper-layout tables rebuilt from experiment commits (refs/exps/...)."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pandas as pd
+import pytest
+import yaml
+
+from zs3core.io import Zs3Error
+from zs3core.report import collect, list_experiments, tables, write_report
+
+
+def _scores(seen, unseen, van=None):
+    def grp(m):
+        return {"PA": m + 1.0, "MA": m + 2.0, "mIoU": m}
+    h = 0.0 if seen + unseen == 0 else 2 * seen * unseen / (seen + unseen)
+    s = {"seen": grp(seen), "unseen": grp(unseen), "all": grp((seen + unseen) / 2), "hIoU": h}
+    if van is not None:
+        s["vanilla"] = grp(van)
+    return s
+
+
+def _git(repo, *args):
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
+                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                        "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin:/usr/local/bin"})
+
+
+def _experiment(repo, name, k, kind, top_p, zs3_unseen, primitive=None, oracle=False):
+    params = {"dataset": {"name": "camvid"}, "split": {"k": k, "filter": "oracle" if oracle else "drop"},
+              "scale": {"name": "cpu"}, "seed": 0, "self_training": {"top_p": top_p},
+              "generator": {"kind": kind, **({"primitive": primitive} if primitive else {})}}
+    (repo / "metrics").mkdir(exist_ok=True)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    (repo / "metrics/split.json").write_text(json.dumps({"unseen": ["a", "b", "c", "d"][:k]}))
+    ev = {"oracle": _scores(80.0, 70.0, 90.0)} if oracle else {
+        "seen_only": _scores(40.0, 0.0), "devise": _scores(30.0, 5.0, 50.0),
+        "zs3net": _scores(38.0, zs3_unseen, 60.0), "zs5net": _scores(39.0, zs3_unseen + top_p / 10, 61.0)}
+    (repo / "metrics/evaluate.json").write_text(json.dumps({"val": {**ev, "images": 10}}))
+    pc = pd.DataFrame({"split": "val", "class": ["x", "y"], "group": ["seen", "unseen"], "pixels": [5, 6],
+                       **{m: [40.0, zs3_unseen] for m in ev}})
+    pc.to_csv(repo / "metrics/per_class_iou.csv", index=False)
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", name)
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+    _git(repo, "update-ref", f"refs/exps/ab/cdef0123/{name}", sha)
+    _git(repo, "reset", "-q", "--hard", "HEAD~1")
+
+
+@pytest.fixture
+def repo(tmp_path):
+    _git(tmp_path, "init", "-q")
+    subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True, capture_output=True)
+    (tmp_path / "README").write_text("x")
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "commit", "-qm", "base")
+    _experiment(tmp_path, "k2-gmmn", 2, "gmmn", 25, 10.0)
+    _experiment(tmp_path, "k2-gc", 2, "gc", 25, 12.0)
+    _experiment(tmp_path, "k2-pading", 2, "primitive", 25, 14.0, {"alignment": True, "disentangle": True})
+    _experiment(tmp_path, "k2-prim", 2, "primitive", 25, 13.0, {"alignment": False, "disentangle": False})
+    for p in (0, 50, 100):
+        _experiment(tmp_path, f"k2-p{p}", 2, "gmmn", p, 10.0)
+    _experiment(tmp_path, "k4-gmmn", 4, "gmmn", 25, 3.0)
+    _experiment(tmp_path, "oracle", 2, "gmmn", 25, 0.0, oracle=True)
+    _git(tmp_path, "update-ref", "refs/exps/exec/EXEC_HEAD", "HEAD")  # DVC's own refs are not experiments
+    return tmp_path
+
+
+def test_experiments_are_found_from_refs(repo):
+    exps = list_experiments(repo)
+    assert sorted(exps) == sorted(["k2-gmmn", "k2-gc", "k2-pading", "k2-prim", "k2-p0", "k2-p50", "k2-p100",
+                                   "k4-gmmn", "oracle"])
+
+
+def test_tables_follow_the_paper_layout(repo):
+    df = collect(repo)
+    t = tables(df)
+    t1 = t["table1"]
+    row = t1.loc[("camvid", "val", "drop", 2, "ZS3Net + GC")]
+    assert row[("Unseen", "mIoU")] == 12.0 and row[("Seen", "PA")] == 39.0
+    assert row[("", "hIoU")] == pytest.approx(round(2 * 38 * 12 / 50, 1))
+    assert t1.loc[("camvid", "val", "oracle", 2, "supervised oracle")][("Overall", "mIoU")] == 75.0
+    assert ("camvid", "val", "drop", 4, "ZS3Net") in t1.index
+    gens = t["generators"]
+    assert gens.loc[("camvid", "val", "drop", 2, "ZS3Net, PADing (primitives + alignment + disentanglement)"), "unseen_mIoU"] == 14.0
+    assert gens.loc[("camvid", "val", "drop", 2, "ZS3Net, primitives only"), "unseen_mIoU"] == 13.0
+    assert gens.loc[("camvid", "val", "drop", 2, "DeViSE"), "vanilla_mIoU"] == 50.0
+    t4 = t["table4"]
+    assert t4.loc[("camvid", "val", "drop", 2, "ZS5Net (GMMN, p=50)")][("Unseen", "mIoU")] == 15.0
+
+
+def test_write_report_outputs(repo):
+    out = repo / "reports"
+    write_report(out, repo)
+    for f in ("table1.md", "table1.csv", "table4.md", "generators.md", "vanilla.csv", "runs.csv",
+              "self_training_curve.png", "per_class_iou_camvid_K2_drop.png", "README.md"):
+        assert (out / f).exists(), f
+    assert "ZS3Net + GC" in (out / "table1.md").read_text()
+    with pytest.raises(Zs3Error, match="no experiment named"):
+        collect(repo, ["nope"])

@@ -1,0 +1,65 @@
+"""Resumable training loops: periodic checkpoints of modules, optimiser, RNG states and curves.
+
+Every training loop of the pipeline (backbone: :mod:`zs3core.train`; generators, classifiers,
+DeViSE) can be interrupted and restarted: the stage passes a :class:`Checkpoint` bound to a
+file under ``data/.work`` and to a hash of its settings; the loop calls :meth:`Checkpoint.restore`
+before its first step and :meth:`Checkpoint.save` every ``every`` steps (or epochs). A restart
+with the same settings continues after the last saved step with the same random streams, so it
+ends with the same weights as an uninterrupted run; a checkpoint of other settings is ignored.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+
+class Checkpoint:
+    """One resumable loop's checkpoint file.
+
+    Args:
+        path: checkpoint file (written atomically: temp file + rename).
+        run_hash: identifies the settings; a file with another hash is ignored.
+        every: save every ``every`` steps (<= 0: never).
+    """
+
+    def __init__(self, path: Path | str, run_hash: str, every: int = 200):
+        self.path, self.run_hash, self.every = Path(path), run_hash, int(every)
+
+    def restore(self, objects: dict, generator: torch.Generator | None = None) -> tuple[int, dict]:
+        """Load state into ``objects`` ({name: module or optimiser}) when a matching file exists.
+
+        Returns:
+            (number of finished steps, the ``extra`` dict saved with them), or (0, {}).
+        """
+        if not self.path.exists():
+            return 0, {}
+        ck = torch.load(self.path, map_location="cpu", weights_only=False)
+        if ck.get("run_hash") != self.run_hash:
+            print(f"ignoring {self.path}: it belongs to other settings")
+            return 0, {}
+        for name, obj in objects.items():
+            obj.load_state_dict(ck["state"][name])
+        torch.set_rng_state(ck["rng"])
+        if generator is not None and ck.get("generator") is not None:
+            generator.set_state(ck["generator"])
+        print(f"resuming from {self.path} after step {ck['step']}")
+        return int(ck["step"]), ck.get("extra", {})
+
+    def due(self, step: int) -> bool:
+        """True when ``step`` (1-based count of finished steps) should be saved."""
+        return self.every > 0 and step % self.every == 0
+
+    def save(self, step: int, objects: dict, generator: torch.Generator | None = None, extra: dict | None = None) -> None:
+        """Write the state after ``step`` finished steps."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        torch.save({"run_hash": self.run_hash, "step": step, "state": {k: o.state_dict() for k, o in objects.items()},
+                    "rng": torch.get_rng_state(), "generator": generator.get_state() if generator is not None else None,
+                    "extra": extra or {}}, tmp)
+        os.replace(tmp, self.path)
+
+    def clear(self) -> None:
+        """Remove the file once the loop finished and its outputs are written."""
+        self.path.unlink(missing_ok=True)

@@ -1,0 +1,319 @@
+"""The paper's tables and figures, regenerated from DVC experiments.
+
+Every ``dvc exp run`` leaves a git commit under ``refs/exps/``; its metrics files
+(``metrics/*.json``, ``metrics/per_class_iou.csv``) and plots (``plots/generator/tsne.png``) are
+DVC outputs recorded in that commit's ``dvc.lock``. This module reads them through
+``dvc.api.read`` at each experiment's commit (and optionally from the workspace) and writes,
+with pandas and matplotlib:
+
+* ``table1.{md,csv}``: the layout of ZS3Net Table 1 (Pascal-VOC) / Table 3 (Pascal-Context):
+  per dataset, protocol and K, the supervised oracle, seen-only, DeViSE, ZS3Net and ZS3Net + GC
+  rows with seen / unseen / overall PA, MA, mIoU and hIoU;
+* ``table4.{md,csv}``: ZS3Net Table 4 (ZS5Net, self-training), same columns;
+* ``generators.{md,csv}``: every model and generator side by side (seen, unseen, overall
+  mIoU, hIoU, vanilla unseen mIoU), PADing Table 1's ablation included;
+* ``vanilla.{md,csv}``: generalized vs vanilla unseen scores (ZS3Net Table 2);
+* ``self_training_curve.png``: unseen and overall mIoU against top-p (ZS3Net Fig. 5);
+* ``per_class_iou_<setting>.png``: per-class IoU of every model, seen and unseen shaded apart;
+* ``tsne_<setting>.png``: the t-SNE panels of every generator (PADing Fig. 5).
+
+Usage: ``python -m zs3core.report [--out reports] [--workspace] [--names a b ...]``.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from zs3core.io import Zs3Error
+
+GROUPS = (("seen", "Seen"), ("unseen", "Unseen"), ("all", "Overall"))
+METRICS = ("PA", "MA", "mIoU")
+
+
+def _git(args: list[str], repo: Path) -> str | None:
+    r = subprocess.run(["git", *args], cwd=repo, capture_output=True, check=False)
+    return r.stdout.decode() if r.returncode == 0 else None
+
+
+def list_experiments(repo: Path = Path(".")) -> dict[str, str]:
+    """{experiment name: commit sha} of every DVC experiment ref (``refs/exps/<xx>/<baseline>/<name>``)."""
+    out = _git(["for-each-ref", "--format=%(refname) %(objectname)", "refs/exps"], repo) or ""
+    exps = {}
+    for line in out.splitlines():
+        ref, sha = line.split()
+        parts = ref.split("/")
+        if len(parts) == 5 and parts[2] not in ("exec", "celery", "temp", "runs"):
+            exps[parts[4]] = sha
+    return exps
+
+
+def read_file(rev: str | None, path: str, repo: Path = Path("."), binary: bool = False):
+    """A file at an experiment's commit (``rev``) or in the workspace (``rev`` None); None when absent.
+
+    Git-tracked files and DVC outputs alike (``dvc.api.read`` looks outputs up in the DVC cache).
+    """
+    if rev is None:
+        p = repo / path
+        if not p.exists():
+            return None
+        return p.read_bytes() if binary else p.read_text()
+    import dvc.api
+
+    try:
+        return dvc.api.read(path, repo=str(repo), rev=rev, mode="rb" if binary else "r")
+    except Exception:  # noqa: BLE001 - absent at that commit (older experiment, other stage set)
+        return None
+
+
+def generator_label(params: dict) -> str:
+    """Human name of the generator variant of a run: GMMN, GC, primitives (+ alignment (+ disentanglement))."""
+    g = params.get("generator", {})
+    kind = g.get("kind", "gmmn")
+    if kind == "gc":
+        return "GC"
+    if kind == "primitive":
+        pr = g.get("primitive", {})
+        if pr.get("alignment") and pr.get("disentangle"):
+            return "PADing (primitives + alignment + disentanglement)"
+        if pr.get("alignment"):
+            return "primitives + alignment"
+        if pr.get("disentangle"):
+            return "primitives + disentanglement"
+        return "primitives only"
+    return "GMMN"
+
+
+def run_rows(name: str, rev: str | None, repo: Path = Path(".")) -> list[dict]:
+    """One row per (split, model) of one run: setting, model label and every score."""
+    ev = read_file(rev, "metrics/evaluate.json", repo)
+    pr = read_file(rev, "params.yaml", repo)
+    if ev is None or pr is None:
+        return []
+    ev, params = json.loads(ev), yaml.safe_load(pr)
+    split_m = json.loads(read_file(rev, "metrics/split.json", repo) or "{}")
+    gen = generator_label(params)
+    top_p = params.get("self_training", {}).get("top_p")
+    base = {"run": name, "dataset": params["dataset"]["name"], "K": len(split_m.get("unseen", [])) or params["split"].get("k"),
+            "protocol": params["split"]["filter"], "scale": params.get("scale", {}).get("name"), "generator": gen,
+            "top_p": top_p, "seed": params.get("seed")}
+    names = {"oracle": "supervised oracle", "seen_only": "seen-only (w/o ZSL)", "devise": "DeViSE",
+             "zs3net": "ZS3Net + GC" if gen == "GC" else ("ZS3Net" if gen == "GMMN" else f"ZS3Net, {gen}"),
+             "zs5net": f"ZS5Net ({gen}, p={top_p})"}
+    rows = []
+    for split, models in ev.items():
+        for m, s in models.items():
+            if not isinstance(s, dict):
+                continue
+            row = {**base, "split": split, "model_key": m, "model": names.get(m, m)}
+            for g, _ in GROUPS:
+                for k in METRICS:
+                    row[f"{g}_{k}"] = s[g][k]
+            row["hIoU"] = s["hIoU"]
+            for k in METRICS:
+                row[f"vanilla_{k}"] = s.get("vanilla", {}).get(k, np.nan)
+            rows.append(row)
+    return rows
+
+
+def collect(repo: Path = Path("."), names: list[str] | None = None, workspace: bool = False) -> pd.DataFrame:
+    """Long table of every run's scores (one row per run, split and model).
+
+    Raises:
+        Zs3Error: no experiment with metrics was found.
+    """
+    exps = list_experiments(repo)
+    if names:
+        missing = [n for n in names if n not in exps]
+        if missing:
+            raise Zs3Error(f"report: no experiment named {missing}; `dvc exp list` shows {sorted(exps)}")
+        exps = {n: exps[n] for n in names}
+    rows = [r for n, rev in sorted(exps.items()) for r in run_rows(n, rev, repo)]
+    if workspace:
+        rows += run_rows("workspace", None, repo)
+    if not rows:
+        raise Zs3Error("report: no experiment with metrics/evaluate.json found; run `dvc exp run ...` first")
+    return pd.DataFrame(rows)
+
+
+def _paper_layout(df: pd.DataFrame) -> pd.DataFrame:
+    """Index (dataset, protocol, K, model); columns (Seen/Unseen/Overall x PA/MA/mIoU, hIoU)."""
+    cols = {f"{g}_{k}": (title, k) for g, title in GROUPS for k in METRICS}
+    t = df.drop_duplicates(["dataset", "protocol", "K", "split", "model"], keep="last")
+    t = t.set_index(["dataset", "split", "protocol", "K", "model"])[[*cols, "hIoU"]]
+    t.columns = pd.MultiIndex.from_tuples([*cols.values(), ("", "hIoU")])
+    return t.sort_index(level=["dataset", "split", "protocol", "K"], sort_remaining=False).round(1)
+
+
+def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The report's tables from :func:`collect`'s long table."""
+    order = {"supervised oracle": 0, "seen-only (w/o ZSL)": 1, "DeViSE": 2, "ZS3Net": 3, "ZS3Net + GC": 4}
+    default_p = df[df.model_key != "zs5net"]
+    t1 = default_p[default_p.model.isin(order)].copy()
+    t1["_o"] = t1.model.map(order)
+    t1 = t1.sort_values(["dataset", "split", "protocol", "K", "_o"])
+    zs5 = df[df.model_key == "zs5net"]
+    gens = df.copy()
+    gens = gens.drop_duplicates(["dataset", "split", "protocol", "K", "model"], keep="last")
+    gens = gens.set_index(["dataset", "split", "protocol", "K", "model"])[
+        ["seen_mIoU", "unseen_mIoU", "all_mIoU", "hIoU", "vanilla_mIoU"]].round(1).sort_index()
+    van = df[df.vanilla_mIoU.notna()].drop_duplicates(["dataset", "split", "protocol", "K", "model"], keep="last")
+    van = van.set_index(["dataset", "split", "protocol", "K", "model"])[
+        ["unseen_PA", "unseen_MA", "unseen_mIoU", "vanilla_PA", "vanilla_MA", "vanilla_mIoU"]].round(1).sort_index()
+    return {"table1": _paper_layout(t1) if len(t1) else pd.DataFrame(),
+            "table4": _paper_layout(zs5) if len(zs5) else pd.DataFrame(),
+            "generators": gens, "vanilla": van}
+
+
+def _markdown(t: pd.DataFrame) -> str:
+    t = t.copy()
+    if isinstance(t.columns, pd.MultiIndex):
+        t.columns = [" ".join(c for c in col if c) for col in t.columns]
+    return t.reset_index().to_markdown(index=False, floatfmt=".1f")
+
+
+def self_training_curve(df: pd.DataFrame, path: Path) -> bool:
+    """Unseen and overall mIoU of ZS5Net against top-p (ZS3Net Fig. 5); False when < 3 values of p."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    z = df[(df.model_key == "zs5net") & (df.split == "val")]
+    groups = [(k, g.sort_values("top_p")) for k, g in z.groupby(["dataset", "protocol", "K", "generator"])
+              if g.top_p.nunique() >= 3]
+    if not groups:
+        return False
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for (ds, proto, k, gen), g in groups:
+        g = g.drop_duplicates("top_p", keep="last")
+        zs3 = df[(df.model_key == "zs3net") & (df.split == "val") & (df.dataset == ds) & (df.protocol == proto)
+                 & (df.K == k) & (df.generator == gen)]
+        line = ax.plot(g.top_p, g.unseen_mIoU, marker="o", label=f"unseen mIoU, {ds} K={k} {proto}, {gen}")
+        ax.plot(g.top_p, g.all_mIoU, marker="s", ls="--", color=line[0].get_color(), label="overall mIoU")
+        if len(zs3):
+            ax.axhline(zs3.unseen_mIoU.iloc[-1], color=line[0].get_color(), ls=":", lw=1, label="ZS3Net unseen (no self-training)")
+    ax.set_xlabel("top-p (% of each image's unseen-predicted pixels kept as pseudo-labels)")
+    ax.set_ylabel("mIoU (%)")
+    ax.set_title("ZS5Net: self-training vs p (cf. ZS3Net Fig. 5)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def per_class_figures(df: pd.DataFrame, out: Path, repo: Path, exps: dict[str, str | None]) -> list[Path]:
+    """Per-class IoU bars of every model of every setting (dataset, protocol, K) on val."""
+    from zs3core.viz import save_class_bars
+
+    paths = []
+    for (ds, proto, k), g in df[df.split == "val"].groupby(["dataset", "protocol", "K"]):
+        series, classes, unseen = {}, None, None
+        for run, rg in g.groupby("run", sort=False):
+            csv = read_file(exps.get(run), "metrics/per_class_iou.csv", repo)
+            if csv is None:
+                continue
+            pc = pd.read_csv(io.StringIO(csv))
+            pc = pc[pc.split == "val"]
+            classes = list(pc["class"])
+            unseen = [i for i, grp in enumerate(pc.group) if grp == "unseen"]
+            for r in rg.itertuples():
+                if r.model not in series and r.model_key in pc:
+                    series[r.model] = pc[r.model_key].to_numpy(dtype=float)
+        if series:
+            p = out / f"per_class_iou_{ds}_K{k}_{proto}.png"
+            save_class_bars(p, classes, unseen, series, f"{ds}, K={k}, {proto}: per-class IoU on val (* = unseen)")
+            paths.append(p)
+    return paths
+
+
+def tsne_grids(df: pd.DataFrame, out: Path, repo: Path, exps: dict[str, str | None]) -> list[Path]:
+    """One figure per setting with the t-SNE panel (plots/generator/tsne.png) of each generator."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    paths = []
+    base = df[(df.split == "val") & (df.model_key == "zs3net")]
+    for (ds, proto, k), g in base.groupby(["dataset", "protocol", "K"]):
+        panels = {}
+        for r in g.drop_duplicates("generator", keep="last").itertuples():
+            png = read_file(exps.get(r.run), "plots/generator/tsne.png", repo, binary=True)
+            if png:
+                panels[r.generator] = mpimg.imread(io.BytesIO(png), format="png")
+        if not panels:
+            continue
+        n = len(panels)
+        cols = min(3, n)
+        rows = (n + cols - 1) // cols
+        fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 6 * rows), squeeze=False)
+        for ax in axes.ravel():
+            ax.axis("off")
+        for ax, (gen, img) in zip(axes.ravel(), panels.items()):
+            ax.imshow(img)
+            ax.set_title(gen, fontsize=12)
+        fig.suptitle(f"{ds}, K={k}, {proto}: real (o) and synthetic (x) features, t-SNE per generator", fontsize=13)
+        fig.tight_layout()
+        p = out / f"tsne_{ds}_K{k}_{proto}.png"
+        fig.savefig(p, dpi=80)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+def write_report(out: Path, repo: Path = Path("."), names: list[str] | None = None, workspace: bool = False) -> dict[str, pd.DataFrame]:
+    """Collect runs and write every table (Markdown + CSV) and figure under ``out``; returns the tables."""
+    df = collect(repo, names, workspace)
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / "runs.csv", index=False)
+    tabs = tables(df)
+    md = [f"# zs3-pipeline report\n\n{df.run.nunique()} runs: {', '.join(sorted(df.run.unique()))}\n"]
+    titles = {"table1": "Table 1 / 3 layout: zero-shot segmentation per K (generalized evaluation)",
+              "table4": "Table 4 layout: ZS5Net (self-training)",
+              "generators": "Every model and generator (mIoU, %)",
+              "vanilla": "Generalized vs vanilla unseen scores (Table 2 protocol)"}
+    for name, t in tabs.items():
+        if t.empty:
+            continue
+        t.to_csv(out / f"{name}.csv")
+        (out / f"{name}.md").write_text(_markdown(t) + "\n")
+        md.append(f"## {titles[name]}\n\n{_markdown(t)}\n")
+    exps = {**list_experiments(repo), "workspace": None}
+    figs = []
+    if self_training_curve(df, out / "self_training_curve.png"):
+        figs.append(out / "self_training_curve.png")
+    figs += per_class_figures(df, out, repo, exps)
+    figs += tsne_grids(df, out, repo, exps)
+    md.append("## Figures\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in figs) + "\n")
+    (out / "README.md").write_text("\n".join(md))
+    return tabs
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default: reports)")
+    ap.add_argument("--names", nargs="*", help="experiment names (default: every experiment)")
+    ap.add_argument("--workspace", action="store_true", help="also include the workspace's metrics")
+    a = ap.parse_args(argv)
+    try:
+        tabs = write_report(a.out, Path("."), a.names, a.workspace)
+    except Zs3Error as e:
+        raise SystemExit(f"error: {e}") from None
+    for name, t in tabs.items():
+        if not t.empty:
+            print(f"\n{name}\n{_markdown(t)}")
+    print(f"\nwritten to {a.out}/")
+
+
+if __name__ == "__main__":
+    main()
