@@ -169,7 +169,7 @@ def save_class_bars(path: Path, classes: list[str], unseen, series: dict[str, np
     unseen = {int(u) for u in unseen}
     n, m = len(classes), max(1, len(series))
     width = 0.8 / m
-    fig, ax = plt.subplots(figsize=(max(7, 0.6 * n * max(1, m / 2)), 4))
+    fig, ax = plt.subplots(figsize=(min(18.0, 5 + 0.11 * n * m), 4.8))
     for c in unseen:
         ax.axvspan(c - 0.45, c + 0.45, color="#f3d9c6", zorder=0)
     cmap = plt.get_cmap("tab10")
@@ -181,7 +181,7 @@ def save_class_bars(path: Path, classes: list[str], unseen, series: dict[str, np
     ax.set_ylabel("IoU (%)")
     ax.set_ylim(0, 100)
     ax.set_title(title + "; shaded = unseen", fontsize=9)
-    ax.legend(fontsize=7, ncol=min(4, m))
+    ax.legend(fontsize=7, ncol=min(4, m), loc="upper center", bbox_to_anchor=(0.5, -0.28), frameon=False)
     ax.grid(axis="y", alpha=0.3, zorder=1)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
