@@ -13,6 +13,7 @@ Usage (repository root, ../shared/data present):
 
     python benchmarks/scaling.py                      # 25, 50, 100 %
     python benchmarks/scaling.py --fractions 0.25 1.0 --epochs 1
+    python benchmarks/scaling.py --until extract_features   # only the data-dependent stages
 """
 from __future__ import annotations
 
@@ -29,12 +30,13 @@ CAMVID_TRAIN = 367
 LINE = re.compile(r"\[(\w+)\] done in ([\d.]+) s, peak RSS (\d+) MB")
 
 
-def run_fraction(frac: float, epochs: int, extra: list[str]) -> tuple[list[dict], dict]:
+def run_fraction(frac: float, epochs: int, extra: list[str], until: str | None) -> tuple[list[dict], dict]:
     n = max(1, round(frac * CAMVID_TRAIN))
     name = f"scaling-{round(100 * frac)}"
     cmd = ["dvc", "exp", "run", "-f", "-n", name, "-S", "dataset=camvid", "-S", "scale=cpu", "-S", "source=local",
            "-S", "split.k=4", "-S", "split.filter=ignore", "-S", f"scale.max_train_images={n}",
-           "-S", "backbone.iterations=null", "-S", f"backbone.epochs={epochs}", *[x for s in extra for x in ("-S", s)]]
+           "-S", "backbone.iterations=null", "-S", f"backbone.epochs={epochs}", *[x for s in extra for x in ("-S", s)],
+           *([until] if until else [])]
     print(f"\n== {round(100 * frac)} % ({n} training images): {' '.join(cmd)}", flush=True)
     t0 = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -58,10 +60,12 @@ def main() -> None:
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 1.0])
     ap.add_argument("--epochs", type=int, default=2, help="backbone epochs (cost proportional to images)")
     ap.add_argument("-S", "--set-param", action="append", default=[], help="extra Hydra override")
+    ap.add_argument("--until", help="last stage to run (e.g. extract_features: the stages whose cost depends on the "
+                                    "number of training images; later ones run a fixed number of steps on a fixed val set)")
     a = ap.parse_args()
     rows, totals = [], []
     for f in a.fractions:
-        r, t = run_fraction(f, a.epochs, a.set_param)
+        r, t = run_fraction(f, a.epochs, a.set_param, a.until)
         rows += r
         totals.append(t)
     df = pd.DataFrame(rows)
