@@ -108,8 +108,16 @@ def mask_graphs(maps: dict, rows, ignore) -> dict[int, RegionGraph]:
 
 
 def _stack(graphs: list[RegionGraph], props: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Node classes (N,) int64 and the block-diagonal sparse (N, N) propagation matrix of a batch of graphs."""
     cls = torch.cat([torch.from_numpy(g.node_class) for g in graphs])
-    return cls, torch.block_diag(*props).to_sparse()
+    idx, val, off = [], [], 0
+    for p in props:
+        nz = p.nonzero().T
+        idx.append(nz + off)
+        val.append(p[nz[0], nz[1]])
+        off += p.shape[0]
+    prop = torch.sparse_coo_tensor(torch.cat(idx, 1), torch.cat(val), (off, off), check_invariants=False).coalesce()
+    return cls, prop
 
 
 def train_graph_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, image: torch.Tensor,
