@@ -33,6 +33,7 @@ import yaml
 
 from zs3core.io import Zs3Error
 
+STEPS, SAMPLES = 2000, 128  # the generator budget of conf/generator/gmmn.yaml
 GROUPS = (("seen", "Seen"), ("unseen", "Unseen"), ("all", "Overall"))
 METRICS = ("PA", "MA", "mIoU")
 
@@ -73,21 +74,24 @@ def read_file(rev: str | None, path: str, repo: Path = Path("."), binary: bool =
 
 
 def generator_label(params: dict) -> str:
-    """Human name of the generator variant of a run: GMMN, GC, primitives (+ alignment (+ disentanglement))."""
+    """Human name of the generator variant of a run: GMMN, GC, primitives (+ alignment (+ disentanglement)),
+    with the training budget appended when it is not the default (2000 steps x 128 features per class)."""
     g = params.get("generator", {})
     kind = g.get("kind", "gmmn")
+    budget = (int(g.get("steps", STEPS)), int(g.get("samples_per_class", SAMPLES)))
+    suffix = "" if budget == (STEPS, SAMPLES) else f" [{budget[0]} steps x {budget[1]}/class]"
     if kind == "gc":
-        return "GC"
+        return "GC" + suffix
     if kind == "primitive":
         pr = g.get("primitive", {})
         if pr.get("alignment") and pr.get("disentangle"):
-            return "PADing (primitives + alignment + disentanglement)"
+            return "PADing (primitives + alignment + disentanglement)" + suffix
         if pr.get("alignment"):
-            return "primitives + alignment"
+            return "primitives + alignment" + suffix
         if pr.get("disentangle"):
-            return "primitives + disentanglement"
-        return "primitives only"
-    return "GMMN"
+            return "primitives + disentanglement" + suffix
+        return "primitives only" + suffix
+    return "GMMN" + suffix
 
 
 def run_rows(name: str, rev: str | None, repo: Path = Path(".")) -> list[dict]:
@@ -151,6 +155,14 @@ def _paper_layout(df: pd.DataFrame) -> pd.DataFrame:
     return t.sort_index(level=["dataset", "split", "protocol", "K"], sort_remaining=False).round(1)
 
 
+def _model_rank(model: str) -> int:
+    """Row order of the generator table: oracle, baselines, ZS3Net generators (PADing ablation order), ZS5Net."""
+    keys = ["supervised oracle", "seen-only", "DeViSE", "ZS5Net", "PADing", "primitives + alignment",
+            "primitives only", "GMMN [", "ZS3Net + GC", "ZS3Net"]
+    ranks = [0, 1, 2, 9, 8, 7, 6, 5, 4, 3]
+    return next((r for k, r in zip(keys, ranks) if k in model), 10)
+
+
 def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The report's tables from :func:`collect`'s long table."""
     order = {"supervised oracle": 0, "seen-only (w/o ZSL)": 1, "DeViSE": 2, "ZS3Net": 3, "ZS3Net + GC": 4}
@@ -159,10 +171,11 @@ def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     t1["_o"] = t1.model.map(order)
     t1 = t1.sort_values(["dataset", "split", "protocol", "K", "_o"])
     zs5 = df[df.model_key == "zs5net"]
-    gens = df.copy()
-    gens = gens.drop_duplicates(["dataset", "split", "protocol", "K", "model"], keep="last")
+    gens = df.drop_duplicates(["dataset", "split", "protocol", "K", "model"], keep="last").copy()
+    gens["_o"] = [_model_rank(m) for m in gens.model]
+    gens = gens.sort_values(["dataset", "split", "protocol", "K", "_o", "model"])
     gens = gens.set_index(["dataset", "split", "protocol", "K", "model"])[
-        ["seen_mIoU", "unseen_mIoU", "all_mIoU", "hIoU", "vanilla_mIoU"]].round(1).sort_index()
+        ["seen_mIoU", "unseen_mIoU", "all_mIoU", "hIoU", "vanilla_mIoU"]].round(1)
     van = df[df.vanilla_mIoU.notna()].drop_duplicates(["dataset", "split", "protocol", "K", "model"], keep="last")
     van = van.set_index(["dataset", "split", "protocol", "K", "model"])[
         ["unseen_PA", "unseen_MA", "unseen_mIoU", "vanilla_PA", "vanilla_MA", "vanilla_mIoU"]].round(1).sort_index()
