@@ -103,12 +103,13 @@ def run_rows(name: str, rev: str | None, repo: Path = Path(".")) -> list[dict]:
     ev, params = json.loads(ev), yaml.safe_load(pr)
     split_m = json.loads(read_file(rev, "metrics/split.json", repo) or "{}")
     gen = generator_label(params)
+    kind = params.get("generator", {}).get("kind", "gmmn")
     top_p = params.get("self_training", {}).get("top_p")
     base = {"run": name, "dataset": params["dataset"]["name"], "K": len(split_m.get("unseen", [])) or params["split"].get("k"),
-            "protocol": params["split"]["filter"], "scale": params.get("scale", {}).get("name"), "generator": gen,
+            "protocol": params["split"]["filter"], "scale": params.get("scale", {}).get("name"), "generator": gen, "kind": kind,
             "top_p": top_p, "seed": params.get("seed")}
     names = {"oracle": "supervised oracle", "seen_only": "seen-only (w/o ZSL)", "devise": "DeViSE",
-             "zs3net": "ZS3Net + GC" if gen == "GC" else ("ZS3Net" if gen == "GMMN" else f"ZS3Net, {gen}"),
+             "zs3net": {"gmmn": "ZS3Net" + gen[len("GMMN"):], "gc": "ZS3Net + GC" + gen[len("GC"):]}.get(kind, f"ZS3Net, {gen}"),
              "zs5net": f"ZS5Net ({gen}, p={top_p})"}
     rows = []
     for split, models in ev.items():
@@ -152,7 +153,7 @@ def _paper_layout(df: pd.DataFrame) -> pd.DataFrame:
     t = df.drop_duplicates(["dataset", "protocol", "K", "split", "model"], keep="last")
     t = t.set_index(["dataset", "split", "protocol", "K", "model"])[[*cols, "hIoU"]]
     t.columns = pd.MultiIndex.from_tuples([*cols.values(), ("", "hIoU")])
-    return t.sort_index(level=["dataset", "split", "protocol", "K"], sort_remaining=False).round(1)
+    return t.round(1)
 
 
 def _model_rank(model: str) -> int:
@@ -165,12 +166,11 @@ def _model_rank(model: str) -> int:
 
 def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The report's tables from :func:`collect`'s long table."""
-    order = {"supervised oracle": 0, "seen-only (w/o ZSL)": 1, "DeViSE": 2, "ZS3Net": 3, "ZS3Net + GC": 4}
-    default_p = df[df.model_key != "zs5net"]
-    t1 = default_p[default_p.model.isin(order)].copy()
-    t1["_o"] = t1.model.map(order)
-    t1 = t1.sort_values(["dataset", "split", "protocol", "K", "_o"])
-    zs5 = df[df.model_key == "zs5net"]
+    paper_rows = df.model_key.isin(["oracle", "seen_only", "devise"]) | ((df.model_key == "zs3net") & df.kind.isin(["gmmn", "gc"]))
+    t1 = df[paper_rows].copy()
+    t1["_o"] = [_model_rank(m) for m in t1.model]
+    t1 = t1.sort_values(["dataset", "split", "protocol", "K", "_o", "model"])
+    zs5 = df[df.model_key == "zs5net"].sort_values(["dataset", "split", "protocol", "K", "generator", "top_p"])
     gens = df.drop_duplicates(["dataset", "split", "protocol", "K", "model"], keep="last").copy()
     gens["_o"] = [_model_rank(m) for m in gens.model]
     gens = gens.sort_values(["dataset", "split", "protocol", "K", "_o", "model"])
