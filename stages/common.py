@@ -56,11 +56,14 @@ def report_split(p: dict) -> ClassSplit:
     return ClassSplit(cs.classes, unseen, cs.ignore_index)
 
 
-def pool_graphs(cs: ClassSplit) -> list:
-    """Connected-component graphs of the unlabelled pool's masks, every class a node (GC generation)."""
+def pool_graphs(cs: ClassSplit, lm: dict | None = None) -> list:
+    """Connected-component graphs of the unlabelled pool's masks, every class a node (GC generation).
+
+    ``lm``: the label maps file (data/features/label_maps.pt) when the caller has it loaded already.
+    """
     from zs3core.generation import mask_graphs
 
-    lm = torch.load(LABEL_MAPS, weights_only=False)
+    lm = lm if lm is not None else torch.load(LABEL_MAPS, weights_only=False)
     return list(mask_graphs(lm["maps"], lm["pool_rows"], {cs.ignore_index, 255}).values())
 
 

@@ -101,7 +101,7 @@ def main() -> None:
     real_u, real_u_l = per_class(pool["features"], pool["labels"], cs.unseen, TSNE_PER_CLASS, rng)
     if kind == "gc":
         fake_s, fake_s_l = generate_from_graphs(gen, emb, list(seen_graphs.values()), present, TSNE_PER_CLASS, rng, torch.device("cpu"))
-        graphs_u = pool_graphs(cs)
+        graphs_u = pool_graphs(cs, lm)
         fake_u, fake_u_l = generate_from_graphs(gen, emb, graphs_u, cs.unseen, TSNE_PER_CLASS, rng, torch.device("cpu")) \
             if cs.unseen else (torch.zeros(0, feats.shape[1]), torch.zeros(0, dtype=torch.long))
     else:

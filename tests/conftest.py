@@ -1,6 +1,9 @@
 """Shared fixtures: repository paths, the real-data folder, and a tiny CamVid-layout builder."""
 from __future__ import annotations
 
+import functools
+import http.server
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +71,24 @@ def make_camvid():
 def camvid_classes() -> list[str]:
     """The 11 CamVid class names in label order (value 11 is void)."""
     return list(CAMVID_CLASSES)
+
+
+@pytest.fixture
+def http_server(tmp_path, monkeypatch):
+    """Serve tmp_path/www on 127.0.0.1 (no network); yields (folder, base URL)."""
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    www = tmp_path / "www"
+    www.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(www)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield www, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

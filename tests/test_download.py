@@ -2,12 +2,9 @@
 from __future__ import annotations
 
 import filecmp
-import functools
 import hashlib
-import http.server
 import shutil
 import tarfile
-import threading
 import zipfile
 from pathlib import Path
 
@@ -191,26 +188,6 @@ def test_download_failure_names_url(tmp_path, fake_download):
         fetch("download", tmp_path / "raw", url=url, cache_dir=tmp_path / "cache")
 
 
-@pytest.fixture
-def http_server(tmp_path, monkeypatch):
-    """Serve tmp_path/www over HTTP on 127.0.0.1 (no network needed); yields the base URL."""
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    www = tmp_path / "www"
-    www.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(www)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield www, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_real_download_url_over_local_http(tmp_path, camvid_src, http_server):

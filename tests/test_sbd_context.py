@@ -17,16 +17,13 @@ every output is compared with values written down by hand.
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
-import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -450,25 +447,6 @@ def check_embed(proj: Project, vec_file: Path, classes: list[str]) -> None:
         np.testing.assert_allclose(emb[n], v / np.linalg.norm(v), rtol=1e-5, atol=1e-6)
 
 
-@pytest.fixture
-def http_server(tmp_path, monkeypatch):
-    """Serve tmp_path/www on 127.0.0.1 (no network); yields (folder, base URL)."""
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    www = tmp_path / "www"
-    www.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(www)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield www, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_voc_sbd_download_split_embed_over_http(tmp_path, http_server):

@@ -21,7 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from zs3core.checkpoint import Checkpoint
-from zs3core.graphs import RegionGraph, normalized_adjacency, region_graph
+from zs3core.graphs import RegionGraph, normalized_adjacency, region_graph, stack_graphs
 from zs3core.io import Zs3Error
 from zs3core.mmd import classwise_mmd2
 
@@ -107,19 +107,6 @@ def mask_graphs(maps: dict, rows, ignore) -> dict[int, RegionGraph]:
     return out
 
 
-def _stack(graphs: list[RegionGraph], props: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Node classes (N,) int64 and the block-diagonal sparse (N, N) propagation matrix of a batch of graphs."""
-    cls = torch.cat([torch.from_numpy(g.node_class) for g in graphs])
-    idx, val, off = [], [], 0
-    for p in props:
-        nz = p.nonzero().T
-        idx.append(nz + off)
-        val.append(p[nz[0], nz[1]])
-        off += p.shape[0]
-    prop = torch.sparse_coo_tensor(torch.cat(idx, 1), torch.cat(val), (off, off), check_invariants=False).coalesce()
-    return cls, prop
-
-
 def train_graph_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, image: torch.Tensor,
                           graphs: dict[int, RegionGraph], emb: torch.Tensor, sigmas, steps: int, graphs_per_step: int,
                           samples_per_class: int, lr: float, generator: torch.Generator,
@@ -158,7 +145,7 @@ def train_graph_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Ten
     bar = tqdm(range(start, steps), desc="GC generator (MMD)", leave=False, initial=start, total=steps)
     for step in bar:
         pick = [rows[i] for i in torch.randperm(len(rows), generator=generator)[:graphs_per_step].tolist()]
-        cls, prop = _stack([graphs[r] for r in pick], [props[r] for r in pick])
+        cls, prop = stack_graphs([graphs[r] for r in pick], [props[r] for r in pick])
         idx = torch.cat([by_row[r] for r in pick])
         idx = idx[torch.randperm(len(idx), generator=generator)]
         real_l = labels[idx]
@@ -210,7 +197,7 @@ def generate_from_graphs(gen: nn.Module, emb: torch.Tensor, graphs: list[RegionG
         if all(count[c] >= n_per_class for c in classes):
             break
         pick = torch.randperm(len(pool), generator=generator)[:graphs_per_step].tolist()
-        cls, prop = _stack([pool[i] for i in pick], [props[i] for i in pick])
+        cls, prop = stack_graphs([pool[i] for i in pick], [props[i] for i in pick])
         out = gen(emb[cls].to(device), prop.to(device)).float().cpu()
         for c in classes:
             if count[c] < n_per_class:

@@ -83,14 +83,34 @@ def normalized_adjacency(adj: torch.Tensor) -> torch.Tensor:
     return d[:, None] * a * d[None, :]
 
 
+def stack_graphs(graphs: list[RegionGraph], props: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack graphs into one block-diagonal graph, sparse.
+
+    Args:
+        graphs: the graphs; props: their (n_i, n_i) propagation matrices
+            (:func:`normalized_adjacency`, computed once per graph by the caller).
+
+    Returns:
+        (node_class (N,) int64, coalesced sparse COO (N, N) float32 block-diagonal propagation matrix).
+    """
+    cls = torch.cat([torch.from_numpy(g.node_class) for g in graphs])
+    idx, val, off = [], [], 0
+    for p in props:
+        nz = p.nonzero().T
+        idx.append(nz + off)
+        val.append(p[nz[0], nz[1]])
+        off += p.shape[0]
+    prop = torch.sparse_coo_tensor(torch.cat(idx, 1), torch.cat(val), (off, off), check_invariants=False).coalesce()
+    return cls, prop
+
+
 def batch_graphs(graphs: list[RegionGraph]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Stack graphs into one block-diagonal graph.
+    """Stack graphs into one block-diagonal graph, dense.
 
     Returns:
         (node_class (N,) int64, propagation matrix (N, N) float32 from
         :func:`normalized_adjacency`, graph index of each node (N,) int64).
     """
-    cls = torch.cat([torch.from_numpy(g.node_class) for g in graphs])
-    adj = torch.block_diag(*[normalized_adjacency(torch.from_numpy(g.adjacency)) for g in graphs])
+    cls, prop = stack_graphs(graphs, [normalized_adjacency(torch.from_numpy(g.adjacency)) for g in graphs])
     owner = torch.cat([torch.full((g.num_nodes,), i, dtype=torch.long) for i, g in enumerate(graphs)])
-    return cls, adj, owner
+    return cls, prop.to_dense(), owner
