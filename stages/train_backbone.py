@@ -24,6 +24,7 @@ from stages.common import (
     samples,
     set_threads,
 )
+from zs3core.balancing import class_weights
 from zs3core.data.dataset import SegDataset
 from zs3core.io import StageOutputs, Zs3Error
 from zs3core.params import get, stage_params
@@ -37,7 +38,8 @@ from zs3core.train import (
 from zs3core.viz import save_curve
 
 CFG_KEYS = ("name", "pretrained", "output_stride", "feature_dim", "batch_size", "epochs", "lr", "head_lr_mult",
-            "momentum", "weight_decay", "poly_power", "amp", "channels_last", "val_every")
+            "momentum", "weight_decay", "poly_power", "amp", "channels_last", "val_every", "class_weighting",
+            "class_weight_cap")
 
 
 def main() -> None:
@@ -72,6 +74,10 @@ def main() -> None:
         print(f"backbone.iterations={b['iterations']}: {cfg.epochs} epochs of {len(train_loader)} batches")
     elif not cfg.epochs:
         raise Zs3Error("params.yaml: set backbone.epochs or backbone.iterations")
+    counts = train_df[[f"px_{cs.classes[c].replace(' ', '_')}" for c in cs.seen]].to_numpy()
+    weights = class_weights(counts, cfg.class_weighting, cfg.class_weight_cap)
+    print("backbone class weights (" + cfg.class_weighting + "): "
+          + ", ".join(f"{cs.classes[c]} {w:.2f}" for c, w in zip(cs.seen, weights)))
     model = build_backbone(len(cs.seen), cfg)
     run_hash = config_hash({**stage_params(p, "backbone", "seed", "split", "dataset", "scale"), "n_train": len(train_ds)})
     t0 = time.time()
@@ -87,7 +93,8 @@ def main() -> None:
                 live.log_metric("val/seen_mIoU", rec["val_seen_mIoU"])
             live.next_step()
 
-        history = train_backbone(model, train_loader, val_loader, cfg, dev, WORK / "backbone_checkpoint.pt", run_hash, log)
+        history = train_backbone(model, train_loader, val_loader, cfg, dev, WORK / "backbone_checkpoint.pt", run_hash, log,
+                                 torch.tensor(weights, dtype=torch.float32))
         live.end()
         model.cpu()
         if cfg.channels_last:
@@ -96,9 +103,13 @@ def main() -> None:
                                                  "num_seen": len(cs.seen), "seen": list(cs.seen)}, f))
         vals = [r["val_seen_mIoU"] for r in history]
         final = next((v for v in reversed(vals) if v is not None), None)
+        final_iou = next((r["val_seen_IoU"] for r in reversed(history) if r.get("val_seen_IoU")), None)
         out.json("metrics/backbone.json", {"val_seen_mIoU": final, "epochs": len(history),
                                            "train_images": len(train_ds), "final_loss": history[-1]["loss"],
-                                           "train_seconds": round(sum(r["seconds"] for r in history), 1)})
+                                           "train_seconds": round(sum(r["seconds"] for r in history), 1),
+                                           "class_weights": {cs.classes[c]: round(float(w), 4) for c, w in zip(cs.seen, weights)},
+                                           "val_seen_IoU": dict(zip((cs.classes[c] for c in cs.seen), final_iou))
+                                           if final_iou else None})
         save_curve(out.path("plots/backbone/curves.png"),
                    {"train loss": [r["loss"] for r in history]}, "epoch", "cross-entropy", "backbone training loss")
         save_curve(out.path("plots/backbone/val_seen_miou.png"), {"val seen mIoU": vals}, "epoch", "mIoU (%)",

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from zs3core.metrics import confusion_matrix, group_scores
+from zs3core.metrics import confusion_matrix, group_scores, per_class_iou
 from zs3core.models.deeplab import DeepLabV3Plus, upsample_logits
 
 
@@ -72,6 +72,8 @@ class BackboneConfig:
     amp: bool = True
     channels_last: bool = False
     val_every: int = 1
+    class_weighting: str = "none"
+    class_weight_cap: float | None = None
 
 
 def build_backbone(num_seen: int, cfg: BackboneConfig) -> DeepLabV3Plus:
@@ -94,8 +96,9 @@ def load_backbone(path: Path) -> tuple[DeepLabV3Plus, dict]:
 
 
 @torch.no_grad()
-def seen_miou(model: DeepLabV3Plus, loader: DataLoader, num_seen: int, device: torch.device, channels_last=False) -> float:
-    """mIoU (%) of the seen-only model on seen-class pixels of a loader whose targets are seen indices (255 ignored)."""
+def seen_confusion(model: DeepLabV3Plus, loader: DataLoader, num_seen: int, device: torch.device,
+                   channels_last=False) -> np.ndarray:
+    """(S, S) int64 confusion of the seen-only model over a loader whose targets are seen indices (255 ignored)."""
     model.eval()
     conf = torch.zeros(num_seen, num_seen, dtype=torch.int64)
     for img, target, _ in loader:
@@ -104,12 +107,18 @@ def seen_miou(model: DeepLabV3Plus, loader: DataLoader, num_seen: int, device: t
             img = img.contiguous(memory_format=torch.channels_last)
         logits = upsample_logits(model(img).float(), target.shape[-2:])
         conf += confusion_matrix(target, logits.argmax(1).cpu(), num_seen, 255)
-    return group_scores(conf.numpy(), range(num_seen))["mIoU"]
+    return conf.numpy()
+
+
+def seen_miou(model: DeepLabV3Plus, loader: DataLoader, num_seen: int, device: torch.device, channels_last=False) -> float:
+    """mIoU (%) of the seen-only model on seen-class pixels of a loader whose targets are seen indices (255 ignored)."""
+    return group_scores(seen_confusion(model, loader, num_seen, device, channels_last), range(num_seen))["mIoU"]
 
 
 def train_backbone(model: DeepLabV3Plus, train_loader: DataLoader, val_loader: DataLoader | None,
                    cfg: BackboneConfig, device: torch.device, ckpt_path: Path, run_hash: str,
-                   on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
+                   on_epoch: Callable[[dict], None] | None = None,
+                   class_weight: torch.Tensor | None = None) -> list[dict]:
     """Train with cross-entropy on seen classes; SGD, poly lr, 10x lr on the head.
 
     Args:
@@ -119,9 +128,12 @@ def train_backbone(model: DeepLabV3Plus, train_loader: DataLoader, val_loader: D
         ckpt_path: where the per-epoch checkpoint goes; if it exists with the same
             ``run_hash`` training resumes after its last finished epoch.
         on_epoch: called with each epoch's record (also for replayed epochs on resume).
+        class_weight: (S,) float32 cross-entropy weight of each seen output
+            (:func:`zs3core.balancing.class_weights`); None = unweighted.
 
     Returns:
-        One record per epoch: {epoch, loss, lr, val_seen_mIoU (or None), seconds}.
+        One record per epoch: {epoch, loss, lr, val_seen_mIoU (or None), val_seen_IoU (per seen
+        output, % or None), seconds}.
     """
     model.to(device)
     if cfg.channels_last:
@@ -152,6 +164,7 @@ def train_backbone(model: DeepLabV3Plus, train_loader: DataLoader, val_loader: D
             on_epoch(rec)
     total_iters = max(1, cfg.epochs * len(train_loader))
     num_seen = model.classifier.out_channels
+    weight = class_weight.float().to(device) if class_weight is not None else None
     for epoch in range(start, cfg.epochs):
         model.train()
         t0, losses = time.time(), []
@@ -167,19 +180,21 @@ def train_backbone(model: DeepLabV3Plus, train_loader: DataLoader, val_loader: D
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 logits = model(img)
                 logits = upsample_logits(logits, target.shape[-2:])
-                loss = F.cross_entropy(logits.float(), target, ignore_index=255)
+                loss = F.cross_entropy(logits.float(), target, weight=weight, ignore_index=255)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        val = None
+        val, val_iou = None, None
         if val_loader is not None and ((epoch + 1) % max(1, cfg.val_every) == 0 or epoch + 1 == cfg.epochs):
-            val = seen_miou(model, val_loader, num_seen, device, cfg.channels_last)
+            conf = seen_confusion(model, val_loader, num_seen, device, cfg.channels_last)
+            val = group_scores(conf, range(num_seen))["mIoU"]
+            val_iou = [None if np.isnan(v) else round(float(v), 2) for v in per_class_iou(conf)]
         rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
                "lr": base_lrs[0] * factor if losses else base_lrs[0], "val_seen_mIoU": val,
-               "seconds": time.time() - t0}
+               "val_seen_IoU": val_iou, "seconds": time.time() - t0}
         history.append(rec)
         print(json.dumps(rec))
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
