@@ -28,6 +28,7 @@ GENERATOR = Path("data/generator/generator.pt")
 ZS3_CLF = Path("data/classifier/zs3net.pt")
 ZS5_CLF = Path("data/self_train/zs5net.pt")
 DEVISE = Path("data/devise/devise.pt")
+CEILING = Path("data/ceiling/real_feature_ceiling.pt")
 WORK = Path("data/.work")  # checkpoints of interrupted runs (not a DVC output)
 
 
@@ -54,17 +55,6 @@ def report_split(p: dict) -> ClassSplit:
     unseen = resolve_unseen(list(cs.classes), get(p, "dataset.split_presets", {}), get(p, "split.k", None),
                             get(p, "split.unseen", []))
     return ClassSplit(cs.classes, unseen, cs.ignore_index)
-
-
-def pool_graphs(cs: ClassSplit, lm: dict | None = None) -> list:
-    """Connected-component graphs of the unlabelled pool's masks, every class a node (GC generation).
-
-    ``lm``: the label maps file (data/features/label_maps.pt) when the caller has it loaded already.
-    """
-    from zs3core.generation import mask_graphs
-
-    lm = lm if lm is not None else torch.load(LABEL_MAPS, weights_only=False)
-    return list(mask_graphs(lm["maps"], lm["pool_rows"], {cs.ignore_index, 255}).values())
 
 
 def stage_checkpoint(name: str, p: dict, keys: list[str], inputs: list[Path], every: int):

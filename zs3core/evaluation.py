@@ -1,16 +1,19 @@
 """Evaluation of every model on labelled splits (ZS3Net §3.1, Tables 1-4).
 
-All models share the backbone's features: one forward pass per image, then each model's
-per-pixel scorer (the backbone's own classifier, the retrained 1x1 classifiers, DeViSE's
-cosine scores); logits are bilinearly upsampled to the label's resolution and every labelled
-pixel is scored (void ignored). Labels are never downsampled for scoring.
-
-Two protocols (ZS3Net Table 2, Xian et al. 2018):
+What is scored is separate from how. All models share the backbone's features: one forward
+pass per image, then each model's scorer (the backbone's own classifier, the retrained 1x1
+classifiers, DeViSE's cosine scores) gives per-pixel scores, bilinearly upsampled to the
+label's resolution; every labelled pixel is scored (void ignored), labels are never
+downsampled. The protocols are then applied to those scores (:func:`predict`):
 
 * **generalized** (default): every pixel is classified among all classes;
 * **vanilla**: only pixels whose ground truth is unseen are scored, and they are classified
-  among the unseen classes only (seen scores ignored). Defined for models that score every
-  unseen class.
+  among the unseen classes only (ZS3Net Table 2, Xian et al. 2018). Defined for models that
+  score every unseen class;
+* **calibrated**: generalized, after subtracting the model's γ from the seen classes' scores
+  (calibrated stacking, :mod:`zs3core.calibration`). Defined for models given a γ.
+
+A new protocol is one more branch of :func:`predict`.
 """
 from __future__ import annotations
 
@@ -18,75 +21,109 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from zs3core.calibration import calibrate
 from zs3core.metrics import confusion_matrix
 from zs3core.models.deeplab import upsample_logits
 
+PROTOCOLS = ("generalized", "vanilla", "calibrated")
+
+
+def full_scores(logits: torch.Tensor, ids, num_classes: int) -> torch.Tensor:
+    """(C', H, W) scores of the classes ``ids`` -> (C, H, W) over all classes, -inf for the others."""
+    if list(ids) == list(range(num_classes)):
+        return logits
+    out = torch.full((num_classes, *logits.shape[1:]), float("-inf"), dtype=logits.dtype, device=logits.device)
+    out[torch.as_tensor(list(ids), device=logits.device)] = logits
+    return out
+
+
+def predict(scores: torch.Tensor, protocol: str, seen, unseen, gamma: float = 0.0) -> torch.Tensor:
+    """Class ids (H, W) int64 from (C, H, W) scores over all classes under one protocol.
+
+    ``vanilla`` returns unseen class ids (argmax over the unseen rows only); ``calibrated``
+    subtracts ``gamma`` from the seen rows first.
+
+    Raises:
+        ValueError: unknown protocol.
+    """
+    if protocol == "generalized":
+        return scores.argmax(0)
+    if protocol == "vanilla":
+        u = torch.as_tensor(list(unseen), device=scores.device)
+        return u[scores[u].argmax(0)]
+    if protocol == "calibrated":
+        return calibrate(scores[None], seen, gamma)[0].argmax(0)
+    raise ValueError(f"unknown protocol '{protocol}'; use one of {PROTOCOLS}")
+
 
 @torch.no_grad()
-def predict_all(backbone, heads: dict, trained, unseen, image: torch.Tensor, label_size: tuple[int, int],
-                backbone_name: str = "seen_only") -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Generalized and vanilla predictions of every model on one image.
+def model_scores(backbone, heads: dict, trained, image: torch.Tensor, label_size: tuple[int, int],
+                 num_classes: int, backbone_name: str = "seen_only") -> dict[str, tuple[torch.Tensor, list[int]]]:
+    """Per-pixel scores of every model on one image, at label resolution.
 
     Args:
         backbone: DeepLabV3Plus whose own classifier outputs the classes it was trained on.
         heads: {name: module mapping (B, d_x, h, w) features to (B, C, h, w) scores over all C classes}.
         trained: class ids of the backbone's outputs, in output order.
-        unseen: unseen class ids (for the vanilla protocol).
         image: (1, 3, H', W') normalised float image. label_size: (H, W) of the label map.
-        backbone_name: key of the backbone's own predictions (``seen_only``, or ``oracle``).
+        backbone_name: key of the backbone's own scores (``seen_only``, or ``oracle``).
 
     Returns:
-        ({model: (H, W) int64 class ids}, {model: (H, W) int64 unseen class ids, vanilla}).
+        {model: ((C, H, W) float scores over all classes, -inf for classes it does not
+        score, the class ids it scores)}.
     """
     feats = backbone.features(image).float()
-    scorers = {backbone_name: (backbone.classifier(feats), list(trained))}
+    out = {backbone_name: (backbone.classifier(feats), list(trained))}
     for name, head in heads.items():
         logits = head(feats)
-        scorers[name] = (logits, list(range(logits.shape[1])))
-    gen, van = {}, {}
-    unseen = list(unseen)
-    for name, (logits, ids) in scorers.items():
-        up = upsample_logits(logits, label_size)[0]
-        ids_t = torch.tensor(ids, device=up.device)
-        gen[name] = ids_t[up.argmax(0)]
-        if unseen and set(unseen) <= set(ids):
-            cols = torch.tensor([ids.index(u) for u in unseen], device=up.device)
-            van[name] = torch.tensor(unseen, device=up.device)[up[cols].argmax(0)]
-    return gen, van
+        out[name] = (logits, list(range(logits.shape[1])))
+    return {k: (full_scores(upsample_logits(v, label_size)[0], ids, num_classes), ids) for k, (v, ids) in out.items()}
 
 
 def evaluate_split(backbone, heads: dict, dataset, trained, unseen, num_classes: int, device: torch.device,
-                   panel_rows=(), desc: str = "evaluate",
-                   backbone_name: str = "seen_only") -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[int, dict]]:
-    """Confusion matrices of every model over a dataset in evaluation mode (raw class ids, 255 ignored).
+                   panel_rows=(), desc: str = "evaluate", backbone_name: str = "seen_only",
+                   gammas: dict[str, float] | None = None) -> tuple[dict[str, dict[str, np.ndarray]], dict[int, dict]]:
+    """Confusion matrices of every model and protocol over a dataset in evaluation mode.
 
     Args:
         dataset: SegDataset in evaluation mode (targets in raw class ids, void = 255).
-        trained / unseen / backbone_name: see :func:`predict_all`.
+        trained / backbone_name: see :func:`model_scores`. unseen: unseen class ids.
+        gammas: {model: γ} for the calibrated protocol (models absent get none).
         panel_rows: dataset rows whose predictions are returned for figures.
 
     Returns:
-        ({model: (C, C) int64 generalized confusion}, {model: (C, C) int64 vanilla confusion,
-        non-zero only on unseen rows and columns}, {row: {'target': (H, W), model: (H, W)}}).
+        ({model: {protocol: (C, C) int64 confusion}}, {row: {'target': (H, W),
+        model: (H, W) generalized prediction, model + '@calibrated': calibrated prediction}}).
+        ``vanilla`` is present for models that score every unseen class and is non-zero only on
+        unseen rows and columns; ``calibrated`` for the models of ``gammas``.
     """
+    gammas = dict(gammas or {})
     backbone.to(device).eval()
     heads = {k: h.to(device).eval() for k, h in heads.items()}
-    names = [backbone_name, *heads]
-    conf = {k: torch.zeros(num_classes, num_classes, dtype=torch.int64) for k in names}
-    vconf: dict[str, torch.Tensor] = {}
+    unseen = [int(u) for u in unseen]
+    seen = [c for c in range(num_classes) if c not in unseen]
+    conf: dict[str, dict[str, torch.Tensor]] = {}
     is_unseen = torch.zeros(256, dtype=torch.bool)
-    is_unseen[list(unseen)] = True
+    is_unseen[unseen] = True
     panels = {}
     panel_rows = set(panel_rows)
     for i in tqdm(range(len(dataset)), desc=desc):
         img, target, _ = dataset[i]
-        preds, vpreds = predict_all(backbone, heads, trained, unseen, img[None].to(device), tuple(target.shape), backbone_name)
-        for k, pr in preds.items():
-            conf[k] += confusion_matrix(target, pr.cpu(), num_classes, 255)
         vt = torch.where(is_unseen[target.clamp(0, 255)], target, torch.full_like(target, 255))
-        for k, pr in vpreds.items():
-            vconf.setdefault(k, torch.zeros(num_classes, num_classes, dtype=torch.int64))
-            vconf[k] += confusion_matrix(vt, pr.cpu(), num_classes, 255)
-        if i in panel_rows:
-            panels[i] = {"target": target.numpy(), **{k: v.cpu().numpy() for k, v in preds.items()}}
-    return {k: v.numpy() for k, v in conf.items()}, {k: v.numpy() for k, v in vconf.items()}, panels
+        panel = {"target": target.numpy()} if i in panel_rows else None
+        for name, (scores, ids) in model_scores(backbone, heads, trained, img[None].to(device), tuple(target.shape),
+                                                num_classes, backbone_name).items():
+            protos = {"generalized": target}
+            if unseen and set(unseen) <= set(ids):
+                protos["vanilla"] = vt
+            if name in gammas:
+                protos["calibrated"] = target
+            for proto, t in protos.items():
+                pred = predict(scores, proto, seen, unseen, gammas.get(name, 0.0)).cpu()
+                c = conf.setdefault(name, {}).setdefault(proto, torch.zeros(num_classes, num_classes, dtype=torch.int64))
+                c += confusion_matrix(t, pred, num_classes, 255)
+                if panel is not None and proto != "vanilla":
+                    panel[name if proto == "generalized" else f"{name}@calibrated"] = pred.numpy()
+        if panel is not None:
+            panels[i] = panel
+    return {k: {p: c.numpy() for p, c in v.items()} for k, v in conf.items()}, panels

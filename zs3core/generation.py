@@ -23,11 +23,11 @@ from tqdm import tqdm
 from zs3core.checkpoint import Checkpoint
 from zs3core.graphs import RegionGraph, normalized_adjacency, region_graph, stack_graphs
 from zs3core.io import Zs3Error
-from zs3core.mmd import classwise_mmd2
+from zs3core.mmd import MMDLoss
 
 
 def train_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, emb: torch.Tensor,
-                    classes, sigmas, steps: int, samples_per_class: int, lr: float,
+                    classes, loss_fn: MMDLoss, steps: int, samples_per_class: int, lr: float,
                     generator: torch.Generator, device: torch.device, ckpt: Checkpoint | None = None) -> list[float]:
     """Fit G(a, z) to real seen features with the class-wise MMD (ZS3Net §2.2, eq. L_GMMN).
 
@@ -36,7 +36,7 @@ def train_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, e
         feats: (N, d_x) real features (any float dtype); labels: (N,) int class ids.
         emb: (C, d_a) float32 class embeddings, row = class id.
         classes: the seen class ids to fit (each must have features).
-        sigmas: kernel bandwidths σ. steps: Adam steps at ``lr``.
+        loss_fn: the class-wise MMD loss (:class:`zs3core.mmd.MMDLoss`). steps: Adam steps at ``lr``.
         samples_per_class: real and generated features per class per step.
         generator: seeded torch.Generator for the real-feature sampling.
         ckpt: optional :class:`zs3core.checkpoint.Checkpoint` (resume after an interruption).
@@ -62,7 +62,7 @@ def train_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, e
         real = torch.cat(reals).to(device)
         batch_l = torch.cat(cls).to(device)  # same classes and counts for real and generated
         fake = gen(emb[batch_l])
-        loss = classwise_mmd2(real, batch_l, fake, batch_l, sigmas)
+        loss = loss_fn.classwise(real, batch_l, fake, batch_l)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -76,8 +76,14 @@ def train_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, e
 
 @torch.no_grad()
 def generate(gen: nn.Module, emb: torch.Tensor, classes, n_per_class: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample ``n_per_class`` synthetic features for each class id: ((n*K, d_x) float32, (n*K,) int64)."""
-    gen.to(device).eval()
+    """Sample ``n_per_class`` synthetic features for each class id: ((n*K, d_x) float32, (n*K,) int64).
+
+    Sampled as fitted: the generator runs in training mode (dropout on), so that synthetic
+    features keep the spread the MMD fitted. The official code never calls
+    ``generator.eval()`` (valeoai/ZS3 ``zs3/train_pascal_GMMN.py`` L136-258: features are
+    generated inside ``training()``, where the GMMN's dropout stays active).
+    """
+    gen.to(device).train()
     if not len(classes):
         return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
     labels = torch.cat([torch.full((n_per_class,), int(c)) for c in classes]).long()
@@ -108,7 +114,7 @@ def mask_graphs(maps: dict, rows, ignore) -> dict[int, RegionGraph]:
 
 
 def train_graph_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, image: torch.Tensor,
-                          graphs: dict[int, RegionGraph], emb: torch.Tensor, sigmas, steps: int, graphs_per_step: int,
+                          graphs: dict[int, RegionGraph], emb: torch.Tensor, loss_fn: MMDLoss, steps: int, graphs_per_step: int,
                           samples_per_class: int, lr: float, generator: torch.Generator,
                           device: torch.device, ckpt: Checkpoint | None = None) -> list[float]:
     """Fit the graph-context generator with the class-wise MMD (ZS3Net §2.2 and §3.1, "ZS3Net + GC").
@@ -152,7 +158,7 @@ def train_graph_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Ten
         keep = torch.cat([torch.nonzero(real_l == c).squeeze(1)[:samples_per_class] for c in torch.unique(cls)])
         real, real_l = feats[idx[keep]].float().to(device), real_l[keep].to(device)
         fake = gen(emb[cls.to(device)], prop.to(device))
-        loss = classwise_mmd2(real, real_l, fake, cls.to(device), sigmas)
+        loss = loss_fn.classwise(real, real_l, fake, cls.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -171,7 +177,7 @@ def generate_from_graphs(gen: nn.Module, emb: torch.Tensor, graphs: list[RegionG
     """Sample ``n_per_class`` node features for each class id from graphs that contain it.
 
     Rounds of ``graphs_per_step`` random graphs (fresh noise each round) are run through the
-    generator until every class has ``n_per_class`` features. A class that is in no graph is
+    generator (in training mode, as :func:`generate`) until every class has ``n_per_class`` features. A class that is in no graph is
     generated from one-node graphs (no context), with a printed note.
 
     Returns:
@@ -190,7 +196,7 @@ def generate_from_graphs(gen: nn.Module, emb: torch.Tensor, graphs: list[RegionG
                                  for c in missing]
     pool = [g for g in graphs if np.isin(g.node_class, classes).any()]
     props = [normalized_adjacency(torch.from_numpy(g.adjacency)) for g in pool]
-    gen.to(device).eval()
+    gen.to(device).train()  # sampled as fitted (dropout on), as :func:`generate`
     got = {c: [] for c in classes}
     count = dict.fromkeys(classes, 0)
     for _ in range(max_rounds):
@@ -207,3 +213,67 @@ def generate_from_graphs(gen: nn.Module, emb: torch.Tensor, graphs: list[RegionG
     feats = torch.cat([torch.cat(got[c]) for c in classes])
     labels = torch.cat([torch.full((count[c],), c) for c in classes]).long()
     return feats, labels
+
+
+# ------------------------------------------------------------------ diagnostics (read pool ground truth)
+def per_class_rows(feats: torch.Tensor, labels: torch.Tensor, classes, n: int,
+                   rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """At most ``n`` random rows of each class: ((m, d) float32, (m,) int64), grouped by class."""
+    idx = [torch.nonzero(labels == int(c)).squeeze(1) for c in classes]
+    idx = torch.cat([i[torch.randperm(len(i), generator=rng)[:n]] for i in idx]) if idx else torch.zeros(0, dtype=torch.long)
+    return feats[idx].float(), labels[idx]
+
+
+def generator_diagnostics(sample, labelled: dict, pool: dict, seen, unseen, loss_fn: MMDLoss, names,
+                          rng: torch.Generator, n_per_class: int = 120) -> tuple[dict, dict]:
+    """How close synthetic features are to real ones, per class, and the inputs of the t-SNE figure.
+
+    Seen classes are compared with the labelled cache; unseen classes with the pool cache by
+    its ground truth (a diagnostic: nothing here feeds training or selection).
+
+    Args:
+        sample: the fitted generator's sampler, ``sample(classes, n)`` (see :mod:`zs3core.retrain`).
+        labelled / pool: feature caches. seen / unseen: class ids. loss_fn: its kernel gives
+            the MMD^2 reported. names: class names by id. n_per_class: rows per class.
+
+    Returns:
+        (metrics: {seen_mmd2, unseen_mmd2 (means), seen_mmd2_per_class, unseen_mmd2_per_class,
+        median_sq_distance (of the real seen features), kernel_bandwidths, mmd_convention},
+        t-SNE inputs: {x (n, d) float32 ndarray, labels (n,), synthetic (n,) bool}).
+    """
+    from zs3core.mmd import median_sq_distance
+
+    d = labelled["features"].shape[1]
+    empty = (torch.zeros(0, d), torch.zeros(0, dtype=torch.long))
+    real_s = per_class_rows(labelled["features"], labelled["labels"], seen, n_per_class, rng)
+    real_u = per_class_rows(pool["features"], pool["labels"], unseen, n_per_class, rng)
+    fake_s = sample(list(seen), n_per_class) if len(seen) else empty
+    fake_u = sample(list(unseen), n_per_class) if len(unseen) else empty
+
+    def class_mmd(real, fake, classes) -> dict:
+        out = {}
+        for c in classes:
+            r, f = real[0][real[1] == c], fake[0][fake[1] == c]
+            if len(r) > 1 and len(f) > 1:
+                out[names[c]] = round(float(loss_fn.mmd2(r, f)), 4)
+        return out
+
+    mmd_s, mmd_u = class_mmd(real_s, fake_s, seen), class_mmd(real_u, fake_u, unseen)
+    metrics = {"seen_mmd2": round(float(np.mean(list(mmd_s.values()))), 4) if mmd_s else None,
+               "unseen_mmd2": round(float(np.mean(list(mmd_u.values()))), 4) if mmd_u else None,
+               "seen_mmd2_per_class": mmd_s, "unseen_mmd2_per_class": mmd_u,
+               "median_sq_distance": round(median_sq_distance(real_s[0], generator=rng), 3),
+               "mmd_convention": loss_fn.convention, "kernel_bandwidths": list(loss_fn.bandwidths)}
+    parts = [real_s, fake_s, real_u, fake_u]
+    tsne = {"x": torch.cat([p[0].float() for p in parts]).numpy(), "labels": torch.cat([p[1] for p in parts]).numpy(),
+            "synthetic": np.concatenate([np.full(len(p[1]), s) for p, s in zip(parts, (False, True, False, True))])}
+    return metrics, tsne
+
+
+def sample_context(label_maps: dict, rows, void) -> "SampleContext":
+    """The :class:`zs3core.generators.SampleContext` to generate from the masks of ``rows``
+    (every class a node; ``void`` values form none). The stages pass the unlabelled pool's rows
+    (ZS3Net §2.2: "we simply exploit true segmentation masks")."""
+    from zs3core.generators import SampleContext
+
+    return SampleContext(list(mask_graphs(label_maps, rows, set(void)).values()))

@@ -1,34 +1,67 @@
 """Maximum mean discrepancy with a multi-bandwidth Gaussian kernel (ZS3Net §2.2, GMMN loss).
 
-ZS3Net's generator loss for one class embedding a is
+ZS3Net's generator loss for one class embedding a (paper §2.2, eq. 1) is
 
     L_GMMN(a) = sum_{x,x' in X} k(x,x') + sum_{x^,x^' in X^} k(x^,x^') - 2 sum_{x in X, x^ in X^} k(x,x^)
 
-with k(x, x') = exp(-||x - x'||^2 / (2 sigma^2)). Following GMMN (Li et al. 2015) and the
-official ZS3 code, k is the sum of Gaussian kernels over several bandwidths
-sigma in {2, 5, 10, 20, 40, 60}, and each double sum is normalised by its number of pairs
-(the biased V-statistic estimate of MMD^2), so that the loss does not grow with the batch.
+with a Gaussian kernel summed over several bandwidths. Each double sum is normalised here by
+its number of pairs (the biased V-statistic estimate of MMD^2), so that the loss does not grow
+with the batch; the official code does the same through its ±1/N scale matrix.
+
+Two kernel conventions (params ``generator.mmd.convention``), which differ in what a
+"bandwidth" b means and in the loss taken per class:
+
+* ``official`` (default): k(x, x') = sum_v exp(-||x - x'||^2 / (2 v)), v in
+  {2, 5, 10, 20, 40, 80}, and the loss of a class is sqrt(MMD^2): the official
+  ``GMMNLoss.moment_loss`` (valeoai/ZS3 ``zs3/utils/loss_GMMN.py`` L19-35: ``exp(exp / v)``
+  with ``exp = XX - 0.5 X2 - 0.5 X2^T`` = -d^2 / 2, then ``torch.sqrt(loss)``), with the
+  bandwidths of ``train_pascal_GMMN.py`` L80 (``sigma=[2, 5, 10, 20, 40, 80]``).
+* ``paper``: k(x, x') = sum_σ exp(-||x - x'||^2 / (2 σ^2)), σ in {2, 5, 10, 20, 40, 60}
+  (paper eq. 1 and §3.1 "kernel bandwidths {2, 5, 10, 20, 40, 60}"), loss MMD^2.
+
+The two differ by orders of magnitude at a given feature scale: with v, a kernel sees
+squared distances of about 2v; with σ, about 2σ^2. :func:`median_sq_distance` tells which fits
+the features (``metrics/generator.json`` logs it).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from zs3core.io import Zs3Error
 
-def gaussian_kernel(x: torch.Tensor, y: torch.Tensor, sigmas) -> torch.Tensor:
+CONVENTIONS = ("official", "paper")
+
+
+def sq_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(n, d), (m, d) float -> (n, m) float32 squared Euclidean distances (clamped at 0)."""
+    x, y = x.float(), y.float()
+    return (x.pow(2).sum(1, keepdim=True) + y.pow(2).sum(1)[None, :] - 2.0 * x @ y.T).clamp_min(0.0)
+
+
+def gaussian_kernel(x: torch.Tensor, y: torch.Tensor, bandwidths, convention: str = "paper") -> torch.Tensor:
     """Sum of Gaussian kernels over bandwidths.
 
     Args:
-        x: (n, d) float. y: (m, d) float. sigmas: iterable of bandwidths σ (> 0), in feature units.
+        x: (n, d) float. y: (m, d) float. bandwidths: iterable of b > 0, in feature units
+            (σ for ``paper``), or squared feature units (v for ``official``).
+        convention: ``paper``: exp(-d^2 / (2 b^2)); ``official``: exp(-d^2 / (2 b)).
 
     Returns:
-        (n, m) float: sum_σ exp(-||x_i - y_j||^2 / (2 σ^2)).
+        (n, m) float32: sum_b k_b(x_i, y_j).
+
+    Raises:
+        ValueError: unknown convention.
     """
-    x, y = x.float(), y.float()
-    d2 = (x.pow(2).sum(1, keepdim=True) + y.pow(2).sum(1)[None, :] - 2.0 * x @ y.T).clamp_min(0.0)
-    return sum(torch.exp(-d2 / (2.0 * float(s) ** 2)) for s in sigmas)
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown MMD convention '{convention}'; use one of {CONVENTIONS}")
+    d2 = sq_distances(x, y)
+    scale = [float(b) ** 2 if convention == "paper" else float(b) for b in bandwidths]
+    return sum(torch.exp(-d2 / (2.0 * s)) for s in scale)
 
 
-def mmd2(x: torch.Tensor, y: torch.Tensor, sigmas) -> torch.Tensor:
+def mmd2(x: torch.Tensor, y: torch.Tensor, bandwidths, convention: str = "paper") -> torch.Tensor:
     """Biased estimate of MMD^2 between samples ``x`` (n, d) and ``y`` (m, d).
 
     mean k(x, x') + mean k(y, y') - 2 mean k(x, y), a scalar float tensor, >= 0 up to
@@ -42,22 +75,75 @@ def mmd2(x: torch.Tensor, y: torch.Tensor, sigmas) -> torch.Tensor:
     if len(x) == 0 or len(y) == 0:
         raise ValueError("mmd2 needs non-empty samples")
     return (
-        gaussian_kernel(x, x, sigmas).mean()
-        + gaussian_kernel(y, y, sigmas).mean()
-        - 2.0 * gaussian_kernel(x, y, sigmas).mean()
+        gaussian_kernel(x, x, bandwidths, convention).mean()
+        + gaussian_kernel(y, y, bandwidths, convention).mean()
+        - 2.0 * gaussian_kernel(x, y, bandwidths, convention).mean()
     )
 
 
-def classwise_mmd2(real: torch.Tensor, real_labels: torch.Tensor, fake: torch.Tensor, fake_labels: torch.Tensor, sigmas) -> torch.Tensor:
-    """Sum over classes c present in both sets of mmd2(real[c], fake[c]): ZS3Net's loss summed over a batch of seen classes.
+@dataclass(frozen=True)
+class MMDLoss:
+    """The class-wise generator loss of one convention (params ``generator.mmd``).
 
-    Args:
-        real: (n, d) float, real_labels: (n,) int; fake: (m, d), fake_labels: (m,).
+    Attributes:
+        convention: ``official`` or ``paper`` (module docstring).
+        bandwidths: v (official) or σ (paper), each > 0.
+
+    Raises:
+        Zs3Error: unknown convention or a bandwidth <= 0 (naming ``generator.mmd``).
     """
-    total = real.new_zeros(())
-    for c in torch.unique(fake_labels):
-        r = real[real_labels == c]
-        f = fake[fake_labels == c]
-        if len(r) and len(f):
-            total = total + mmd2(r, f, sigmas)
-    return total
+
+    convention: str
+    bandwidths: tuple[float, ...]
+
+    def __post_init__(self):
+        if self.convention not in CONVENTIONS:
+            raise Zs3Error(f"generator.mmd.convention: unknown value '{self.convention}'; use one of {list(CONVENTIONS)}")
+        if not self.bandwidths or min(float(b) for b in self.bandwidths) <= 0:
+            raise Zs3Error(f"generator.mmd.bandwidths: need at least one bandwidth, all > 0; got {list(self.bandwidths)}")
+
+    @classmethod
+    def from_params(cls, p: dict) -> MMDLoss:
+        """From the ``generator.mmd`` params: {convention, bandwidths}."""
+        return cls(str(p["convention"]), tuple(float(b) for b in p["bandwidths"]))
+
+    def mmd2(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Biased MMD^2 of two samples under this kernel (scalar float tensor)."""
+        return mmd2(x, y, self.bandwidths, self.convention)
+
+    def class_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """Loss of one class: MMD^2 (paper) or sqrt(MMD^2) (official; MMD^2 clamped at 1e-12 so
+        that the gradient stays finite when the two samples coincide)."""
+        m = self.mmd2(real, fake)
+        return m.clamp_min(1e-12).sqrt() if self.convention == "official" else m
+
+    def classwise(self, real: torch.Tensor, real_labels: torch.Tensor, fake: torch.Tensor,
+                  fake_labels: torch.Tensor) -> torch.Tensor:
+        """Sum over classes c present in both sets of ``class_loss(real[c], fake[c])``.
+
+        Args:
+            real: (n, d) float, real_labels: (n,) int; fake: (m, d), fake_labels: (m,).
+
+        Returns:
+            Scalar float tensor (0 when no class is shared).
+        """
+        total = real.new_zeros((), dtype=torch.float32)
+        for c in torch.unique(fake_labels):
+            r = real[real_labels == c]
+            f = fake[fake_labels == c]
+            if len(r) and len(f):
+                total = total + self.class_loss(r, f)
+        return total
+
+
+def median_sq_distance(x: torch.Tensor, max_rows: int = 2000, generator: torch.Generator | None = None) -> float:
+    """Median pairwise squared distance of the rows of ``x`` (n, d), over at most ``max_rows``
+    random rows (the "median heuristic" for kernel bandwidths, Gretton et al., JMLR 2012 §8).
+    Compare it with 2v (official convention) or 2σ^2 (paper convention). 0.0 for n < 2."""
+    if len(x) < 2:
+        return 0.0
+    if len(x) > max_rows:
+        x = x[torch.randperm(len(x), generator=generator)[:max_rows]]
+    d2 = sq_distances(x, x)
+    iu = torch.triu_indices(len(x), len(x), offset=1)
+    return float(d2[iu[0], iu[1]].median())

@@ -17,10 +17,11 @@ semantic-segmentation values: STRUCTURE_WEIGHT 0.001, WEIGHT_1 1.0, WEIGHT_2 1.0
 under WEIGHT_1 together with the unrelated-part KL.
 
 Where this differs from the official code (which trains on Mask2Former mask embeddings):
-  * MMD: :func:`zs3core.mmd.classwise_mmd2` (sum over seen classes of the biased MMD^2 with
-    bandwidths σ), as ZS3Net; the official ``GMMNLoss`` is sqrt(MMD^2) over the whole batch
-    with kernels exp(-||x-y||^2 / (2 v)), v in [2, 5, 10, 20, 40, 80]. The 1e-3 structure
-    weight was tuned against that smaller MMD.
+  * MMD: :meth:`zs3core.mmd.MMDLoss.classwise`, a sum over seen classes, as ZS3Net. With
+    the default ``generator.mmd.convention: official`` each class term is the official
+    ``GMMNLoss`` (sqrt(MMD^2), kernels exp(-||x-y||^2 / (2 v)), v in [2, 5, 10, 20, 40, 80]);
+    the official PADing code takes one such term over the whole batch of fake-vs-real
+    embeddings instead of one per class. The 1e-3 structure weight was tuned against that.
   * Rows: the official alignment / disentanglement terms see only synthetic features (fake
     seen, fake unseen); real features enter the MMD only. Here (PADing §3.3: "x_i^s of the
     seen group is from either real features or synthetic features") the rows are
@@ -42,7 +43,7 @@ from torch import nn
 from tqdm import tqdm
 
 from zs3core.checkpoint import Checkpoint
-from zs3core.mmd import classwise_mmd2
+from zs3core.mmd import MMDLoss
 from zs3core.models.primitive import FeatureDisentangler
 
 RELATION_CE_SCALE = 0.2  # official: relation_loss = 0.2 * (relation_seen + relation_unseen) / 2
@@ -175,7 +176,7 @@ def train_primitive(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, e
     features per seen class and, if alignment or disentanglement is on, as many per unseen
     class. Loss (see the module docstring for the weights):
 
-        classwise_mmd2(real seen, fake seen, sigmas)
+        MMDLoss.classwise(real seen, fake seen)
         + structure_weight * ( align_weight * ([alignment] relation_alignment_loss(rows)
                                                + [disentangle] kl_weight * kl)
                              + [disentangle] (relation_weight * 0.2 * relation + recon_weight * recon) )
@@ -196,7 +197,7 @@ def train_primitive(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, e
         feats: (N, d_x) real features (any float dtype); labels: (N,) int class ids.
         emb: (C, d_a) float class embeddings, row = class id.
         seen: seen class ids to fit (those without features are skipped). unseen: unseen ids.
-        cfg: the ``generator`` params: sigmas, lr, steps, samples_per_class and ``primitive``
+        cfg: the ``generator`` params: mmd, lr, steps, samples_per_class and ``primitive``
             (keys of :data:`PRIMITIVE_DEFAULTS`).
         generator: seeded CPU torch.Generator. device: where to train.
         ckpt: optional :class:`zs3core.checkpoint.Checkpoint` (resume after an interruption).
@@ -217,7 +218,7 @@ def train_primitive(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, e
     if set(seen) & set(unseen):
         raise ValueError(f"train_primitive: classes both seen and unseen: {sorted(set(seen) & set(unseen))}")
     align, dis_on, tau = bool(p["alignment"]), bool(p["disentangle"]), float(p["temperature"])
-    spc, sigmas = int(cfg["samples_per_class"]), cfg["sigmas"]
+    spc, loss_fn = int(cfg["samples_per_class"]), MMDLoss.from_params(cfg["mmd"])
     pools = {c: torch.nonzero(labels == c).squeeze(1) for c in seen}
     pools = {c: idx for c, idx in pools.items() if len(idx)}
     if not pools:
@@ -249,7 +250,7 @@ def train_primitive(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, e
         seen_l = torch.cat(cls).to(device)
         structural = align or dis_on
         fake = gen(emb[torch.cat([seen_l, unseen_l]) if structural else seen_l])
-        terms = {"mmd": classwise_mmd2(real, seen_l, fake[:len(seen_l)], seen_l, sigmas)}
+        terms = {"mmd": loss_fn.classwise(real, seen_l, fake[:len(seen_l)], seen_l)}
         if structural:
             rows = torch.cat([real, fake])
             row_l = torch.cat([seen_l, seen_l, unseen_l])

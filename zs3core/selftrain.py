@@ -13,7 +13,22 @@ import math
 import torch
 
 
-def select_pseudo_labels(probs: torch.Tensor, image_index: torch.Tensor, unseen, top_p: float) -> torch.Tensor:
+def unlabelled(labels: torch.Tensor, seen, protocol: str) -> torch.Tensor:
+    """(N,) bool: the pool pixels that may receive a pseudo-label.
+
+    Under ``drop`` the pool images carry no label at all, so every pixel may. Under ``ignore``
+    the pool is every training image, whose seen pixels are labelled: a pseudo-label never
+    overrides a known seen label, so only pixels without a seen label (unseen or void in the
+    training annotation) may. ``labels`` (N,) int are the pool pixels' training labels; only
+    their seen / not-seen status is read.
+    """
+    if protocol == "drop":
+        return torch.ones(len(labels), dtype=torch.bool)
+    return ~torch.isin(labels, torch.as_tensor([int(c) for c in seen], dtype=labels.dtype))
+
+
+def select_pseudo_labels(probs: torch.Tensor, image_index: torch.Tensor, unseen, top_p: float,
+                         eligible: torch.Tensor | None = None) -> torch.Tensor:
     """Pick pseudo-labelled pixels.
 
     Args:
@@ -22,6 +37,7 @@ def select_pseudo_labels(probs: torch.Tensor, image_index: torch.Tensor, unseen,
         unseen: label values of the unseen classes.
         top_p: percentage in [0, 100] of each image's unseen-predicted pixels to keep; the
             count is ceil(top_p / 100 * n) (0 when top_p is 0). Ties keep the lower pixel index.
+        eligible: (N,) bool pixels that may be pseudo-labelled (:func:`unlabelled`); None = all.
 
     Returns:
         (N,) bool mask of the selected pixels; their pseudo-label is ``probs.argmax(1)``.
@@ -37,6 +53,8 @@ def select_pseudo_labels(probs: torch.Tensor, image_index: torch.Tensor, unseen,
     is_unseen = torch.zeros(probs.shape[1], dtype=torch.bool)
     is_unseen[list(unseen)] = True
     candidate = is_unseen[pred]
+    if eligible is not None:
+        candidate &= eligible.bool()
     selected = torch.zeros(len(probs), dtype=torch.bool)
     for img in torch.unique(image_index[candidate]):
         idx = torch.nonzero(candidate & (image_index == img)).squeeze(1)
@@ -46,3 +64,33 @@ def select_pseudo_labels(probs: torch.Tensor, image_index: torch.Tensor, unseen,
         order = torch.sort(conf[idx], descending=True, stable=True).indices
         selected[idx[order[:k]]] = True
     return selected
+
+
+@torch.no_grad()
+def pseudo_label(scorer, pool: dict, seen, unseen, top_p: float, protocol: str, gamma: float = 0.0,
+                 chunk: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
+    """ZS5Net's pseudo-labels of the unlabelled pool.
+
+    The ZS3Net classifier scores every cached pool feature; its scores are calibrated with
+    ``gamma`` (:func:`zs3core.calibration.calibrate`, the γ chosen for ZS3Net), turned into
+    probabilities, and :func:`select_pseudo_labels` keeps the top ``top_p`` % of each image's
+    unseen-predicted eligible pixels (:func:`unlabelled`).
+
+    Args:
+        scorer: maps (n, d_x) float features to (n, C) logits (the ZS3Net classifier).
+        pool: the pool feature cache: ``features`` (N, d_x), ``image`` (N,), ``labels`` (N,)
+            (only their seen / not-seen status is read, and only under ``ignore``).
+        protocol: ``split.filter`` (``drop`` or ``ignore``).
+
+    Returns:
+        (selected (N,) bool, pseudo-labels (n_selected,) int64 unseen class ids).
+    """
+    from zs3core.calibration import calibrate
+
+    feats = pool["features"]
+    if len(feats) == 0:
+        return torch.zeros(0, dtype=torch.bool), torch.zeros(0, dtype=torch.long)
+    probs = torch.cat([calibrate(scorer(feats[i:i + chunk].float()), seen, gamma).softmax(1)
+                       for i in range(0, len(feats), chunk)])
+    sel = select_pseudo_labels(probs, pool["image"], unseen, top_p, unlabelled(pool["labels"], seen, protocol))
+    return sel, probs[sel].argmax(1)

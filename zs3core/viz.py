@@ -187,3 +187,33 @@ def save_class_bars(path: Path, classes: list[str], unseen, series: dict[str, np
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def save_calibration_curves(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]], chosen: dict[str, float],
+                            title: str) -> None:
+    """One panel per model: cross-validated hIoU (%) against γ, the chosen γ marked.
+
+    Args:
+        curves: {model: ((G,) γ grid, (F, G) hIoU of each fold)}. chosen: {model: γ}.
+    """
+    n = max(1, len(curves))
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False)
+    for ax, (model, (gammas, folds)) in zip(axes[0], curves.items()):
+        for f, ys in enumerate(np.atleast_2d(folds)):
+            ax.plot(gammas, ys, color="0.7", lw=0.8, label="folds" if f == 0 else None)
+        ax.plot(gammas, np.atleast_2d(folds).mean(0), color="C0", lw=2, label="mean")
+        if model in chosen:
+            ax.axvline(chosen[model], color="C3", ls="--", lw=1, label=f"chosen γ = {chosen[model]:.3g}")
+        ax.axvline(0.0, color="k", lw=0.5)
+        ax.set_title(model, fontsize=9)
+        ax.set_xlabel("γ (subtracted from seen scores)")
+        ax.set_ylabel("hIoU on held-out seen classes (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if not curves:
+        axes[0][0].text(0.5, 0.5, "no unseen class: nothing to calibrate", ha="center", va="center")
+        axes[0][0].axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+OUTPUT_HEADS = ("layernorm", "linear_relu")
+
 
 class _PrimitiveDecoderLayer(nn.Module):
     """One post-norm DETR decoder layer with PADing's noise injection (official
@@ -87,12 +89,26 @@ class PrimitiveGenerator(nn.Module):
     Differences from the official code: layers are initialised independently (official
     ``_get_clones`` deep-copies one layer, so its layers start identical); no AMP.
 
+    Output head (``output_head``, params ``generator.primitive.output_head``):
+
+    * ``layernorm`` (official ``decoder_norm``): every output is a zero-mean, unit-variance
+      vector across its d_x entries, then scaled and shifted per entry. That suits
+      Mask2Former's query embeddings. It puts every synthetic feature on the same shell, while
+      our targets are post-ReLU pixel features (non-negative, about half exact zeros, norms
+      that vary with the pixel), so the seen MMD stays high.
+    * ``linear_relu``: the final LayerNorm is replaced by Linear(d_x, d_x) followed by ReLU,
+      the shape of the DeepLabv3+ decoder's last layer, so outputs are non-negative with
+      free norms, like the real pixel features. Every decoder layer still ends in its own
+      LayerNorm, as in the official post-norm layers.
+
     Args:
         embed_dim: d_a. feature_dim: d_x (= d_model; must be divisible by ``heads``).
         num_primitives: P. layers, heads, ff_dim, dropout: decoder settings.
+        output_head: ``layernorm`` or ``linear_relu`` (above).
 
     Raises:
-        ValueError: feature_dim not divisible by heads, or a non-positive size.
+        ValueError: feature_dim not divisible by heads, a non-positive size, or an unknown
+        output head.
 
     ``forward(emb, generator=None)``: emb (n, d_a) float, one row per sample to generate;
     returns (n, d_x) float (same dtype). ``generator`` (a torch.Generator on emb's device)
@@ -102,8 +118,10 @@ class PrimitiveGenerator(nn.Module):
     """
 
     def __init__(self, embed_dim: int, feature_dim: int, num_primitives: int = 400, layers: int = 3,
-                 heads: int = 8, ff_dim: int = 1024, dropout: float = 0.3):
+                 heads: int = 8, ff_dim: int = 1024, dropout: float = 0.3, output_head: str = "layernorm"):
         super().__init__()
+        if output_head not in OUTPUT_HEADS:
+            raise ValueError(f"generator.primitive.output_head: unknown value '{output_head}'; use one of {list(OUTPUT_HEADS)}")
         if min(embed_dim, feature_dim, num_primitives, layers, heads, ff_dim) <= 0:
             raise ValueError("PrimitiveGenerator: all sizes must be positive")
         if feature_dim % heads:
@@ -112,13 +130,14 @@ class PrimitiveGenerator(nn.Module):
         self.query = nn.Linear(embed_dim, feature_dim)
         self.primitives = nn.Parameter(torch.randn(num_primitives, feature_dim))
         self.layers = nn.ModuleList(_PrimitiveDecoderLayer(feature_dim, heads, ff_dim, dropout) for _ in range(layers))
-        self.norm = nn.LayerNorm(feature_dim)
+        self.norm = nn.LayerNorm(feature_dim) if output_head == "layernorm" else \
+            nn.Sequential(nn.Linear(feature_dim, feature_dim), nn.ReLU())
 
     @classmethod
     def from_params(cls, p: dict, embed_dim: int, feature_dim: int) -> PrimitiveGenerator:
-        """Build from the ``generator.primitive`` params (num_primitives, layers, heads, ff_dim, dropout)."""
+        """Build from the ``generator.primitive`` params (num_primitives, layers, heads, ff_dim, dropout, output_head)."""
         return cls(embed_dim, feature_dim, int(p["num_primitives"]), int(p["layers"]), int(p["heads"]),
-                   int(p["ff_dim"]), float(p["dropout"]))
+                   int(p["ff_dim"]), float(p["dropout"]), str(p["output_head"]))
 
     def forward(self, emb: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if emb.ndim != 2 or emb.shape[1] != self.embed_dim:
