@@ -13,9 +13,8 @@ import torch
 
 from stages.common import (LABEL_MAPS, class_embeddings, class_split, device, feature_cache, manifest, params, run,
                            set_threads)
-from zs3core.calibration import cross_validate, make_folds
-from zs3core.crossval import fold_scorers
-from zs3core.generators import FitData, get_kind
+from zs3core.crossval import select_gammas
+from zs3core.generators import get_kind
 from zs3core.io import StageOutputs
 from zs3core.params import get
 from zs3core.retrain import ClassifierConfig
@@ -30,10 +29,7 @@ def main() -> None:
     rng = seed_everything(int(get(p, "seed")))
     cs, emb, dev = class_split(), class_embeddings(), device(p)
     labelled = feature_cache("labelled")
-    keep = torch.isin(labelled["labels"], torch.tensor(cs.seen))
     lm = torch.load(LABEL_MAPS, weights_only=False)
-    data = FitData(labelled["features"][keep], labelled["labels"][keep], labelled["image"][keep], emb, lm["maps"],
-                   (cs.ignore_index, 255))
     df = manifest()
     train = df[df.split == get(p, "dataset.train_split", "train")]
     counts = train[[f"px_{n.replace(' ', '_')}" for n in cs.classes]].to_numpy()
@@ -42,13 +38,10 @@ def main() -> None:
         g["steps"] = int(c["generator_steps"])
     results, rows, panels = {}, [], {}
     if cs.unseen:
-        present = sorted(int(x) for x in torch.unique(data.labels))
-        folds = make_folds(present, len(cs.unseen), int(c["folds"]), sorted(set(data.image.tolist())),
-                           float(c["val_fraction"]), rng)
-        scorers = fold_scorers(get_kind(g["kind"]), g, ClassifierConfig.from_params(p["classifier"]), data,
-                               cs.num_classes, rng, dev)
-        for model in c["models"]:
-            r = cross_validate(data.features, data.labels, data.image, counts, folds, scorers[model], int(c["grid"]))
+        found = select_gammas(labelled, lm["maps"], counts, cs.seen, cs.unseen, (cs.ignore_index, 255), emb,
+                              get_kind(g["kind"]), g, ClassifierConfig.from_params(p["classifier"]), list(c["models"]),
+                              int(c["folds"]), float(c["val_fraction"]), int(c["grid"]), rng, dev)
+        for model, r in found.items():
             results[model] = {"gamma": round(r["gamma"], 6), "cv_hIoU": round(r["hIoU"], 3),
                               "cv_uncalibrated_hIoU": round(r["uncalibrated_hIoU"], 3),
                               "folds": [{**f, "pseudo_unseen": [cs.classes[u] for u in f["pseudo_unseen"]]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from zs3core.checkpoint import Checkpoint
+from zs3core.mmd import MMDLoss
 from zs3core.generation import train_generator
 from zs3core.models.gmmn import GMMN
 from zs3core.retrain import train_classifier
@@ -22,7 +23,7 @@ def _gmmn_run(steps, ckpt):
     feats, labels, emb = _data()
     torch.manual_seed(1)
     gen = GMMN(3, 3, 6, hidden=16, dropout=0.2)
-    losses = train_generator(gen, feats, labels, emb, [0, 1, 2], [1.0, 4.0], steps, 16, 1e-2,
+    losses = train_generator(gen, feats, labels, emb, [0, 1, 2], MMDLoss("paper", (1.0, 4.0)), steps, 16, 1e-2,
                              torch.Generator().manual_seed(2), CPU, ckpt)
     return gen, losses
 

@@ -7,7 +7,7 @@ import torch
 
 from zs3core.generation import generate_from_graphs, mask_graphs, train_graph_generator
 from zs3core.graphs import batch_graphs, normalized_adjacency, region_graph
-from zs3core.mmd import mmd2
+from zs3core.mmd import MMDLoss, mmd2
 from zs3core.models.gcn import GCGenerator
 
 
@@ -104,7 +104,7 @@ def test_train_graph_generator_reduces_mmd_and_generates():
         return sum(float(mmd2(feats[labels == c], f[lab == c], sig)) for c in range(3))
 
     before = seen_mmd()
-    losses = train_graph_generator(gen, feats, labels, image, graphs, emb, sig, steps=300, graphs_per_step=4,
+    losses = train_graph_generator(gen, feats, labels, image, graphs, emb, MMDLoss("paper", tuple(sig)), steps=300, graphs_per_step=4,
                                    samples_per_class=20, lr=1e-2, generator=torch.Generator().manual_seed(0),
                                    device=torch.device("cpu"))
     after = seen_mmd()

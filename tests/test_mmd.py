@@ -1,4 +1,5 @@
-"""MMD^2 with the multi-bandwidth Gaussian kernel, against a brute-force python double sum."""
+"""MMD^2 with the multi-bandwidth Gaussian kernel, against a brute-force python double sum, in both
+kernel conventions (paper: σ, MMD²; official ZS3Net GMMNLoss: v, sqrt(MMD²))."""
 from __future__ import annotations
 
 import math
@@ -6,28 +7,32 @@ import math
 import pytest
 import torch
 
-from zs3core.mmd import classwise_mmd2, gaussian_kernel, mmd2
+from zs3core.io import Zs3Error
+from zs3core.mmd import MMDLoss, gaussian_kernel, median_sq_distance, mmd2
 
 SIGMAS = [2, 5, 10, 20, 40, 60]
 
 
-def k_brute(a: list[float], b: list[float], sigmas) -> float:
+def k_brute(a: list[float], b: list[float], sigmas, convention: str = "paper") -> float:
     d2 = sum((ai - bi) ** 2 for ai, bi in zip(a, b))
-    return sum(math.exp(-d2 / (2.0 * s * s)) for s in sigmas)
+    if convention == "paper":
+        return sum(math.exp(-d2 / (2.0 * s * s)) for s in sigmas)
+    return sum(math.exp(-d2 / (2.0 * v)) for v in sigmas)   # official: exp((x.y - |x|²/2 - |y|²/2) / v)
 
 
-def mean_k(xs, ys, sigmas) -> float:
+def mean_k(xs, ys, sigmas, convention: str = "paper") -> float:
     total = 0.0
     for a in xs:            # loop 1: first sample
         for b in ys:        # loop 2: second sample
-            total += k_brute(a, b, sigmas)  # loop 3 (inside): bandwidths
+            total += k_brute(a, b, sigmas, convention)  # loop 3 (inside): bandwidths
     return total / (len(xs) * len(ys))
 
 
-def mmd2_brute(x: torch.Tensor, y: torch.Tensor, sigmas) -> float:
+def mmd2_brute(x: torch.Tensor, y: torch.Tensor, sigmas, convention: str = "paper") -> float:
     """Biased V-statistic: each double sum divided by its number of pairs (float64 python)."""
     xs, ys = x.double().tolist(), y.double().tolist()
-    return mean_k(xs, xs, sigmas) + mean_k(ys, ys, sigmas) - 2.0 * mean_k(xs, ys, sigmas)
+    return (mean_k(xs, xs, sigmas, convention) + mean_k(ys, ys, sigmas, convention)
+            - 2.0 * mean_k(xs, ys, sigmas, convention))
 
 
 def sample(n, d, scale, shift, seed):
@@ -103,8 +108,10 @@ def test_gradient_descent_reduces_mmd():
     assert mmd2(x, y.detach(), SIGMAS).item() < 0.5 * first
 
 
-def test_classwise_mmd2_is_sum_over_shared_classes():
-    """Sum of per-class brute-force mmd2 over classes present in both sets; others skipped."""
+@pytest.mark.parametrize("convention", ["paper", "official"])
+def test_classwise_loss_is_sum_over_shared_classes(convention):
+    """Sum of per-class brute-force losses over classes present in both sets; others skipped.
+    Paper: MMD² per class; official: sqrt(MMD²) per class (GMMNLoss.moment_loss)."""
     real = sample(9, 3, 5.0, 0.0, 10)
     real_labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 0])   # class 2 only in real
     fake = sample(7, 3, 5.0, 1.0, 11)
@@ -113,16 +120,58 @@ def test_classwise_mmd2_is_sum_over_shared_classes():
     for c in (0, 1):
         r = torch.stack([real[i] for i in range(9) if int(real_labels[i]) == c])
         f = torch.stack([fake[i] for i in range(7) if int(fake_labels[i]) == c])
-        expected += mmd2_brute(r, f, SIGMAS)
-    got = classwise_mmd2(real, real_labels, fake, fake_labels, SIGMAS)
+        m = mmd2_brute(r, f, SIGMAS, convention)
+        expected += m if convention == "paper" else math.sqrt(m)
+    got = MMDLoss(convention, tuple(SIGMAS)).classwise(real, real_labels, fake, fake_labels)
     assert float(got) == pytest.approx(expected, rel=1e-5, abs=1e-5)
 
 
-def test_classwise_mmd2_no_shared_class_is_zero():
+def test_official_kernel_matches_the_official_formula():
+    """The official GMMNLoss writes the kernel as exp((XX^T - X²/2 - X²ᵀ/2) / v) over the
+    stacked samples and weights it by s sᵀ with s = (1/N, ..., -1/M, ...): recomputed here
+    literally, it equals MMD² under the official convention, and the loss is its square root."""
+    gen, x = sample(5, 4, 3.0, 0.0, 20), sample(6, 4, 3.0, 1.0, 21)
+    vs = [2, 5, 10, 20, 40, 80]
+    X = torch.cat([gen, x]).double()
+    XX = X @ X.T
+    X2 = (X * X).sum(1, keepdim=True)
+    expo = XX - 0.5 * X2 - 0.5 * X2.T
+    s = torch.cat([torch.full((5, 1), 1.0 / 5), torch.full((6, 1), -1.0 / 6)]).double()
+    S = s @ s.T
+    official = sum(float((S * torch.exp(expo / v)).sum()) for v in vs)
+    loss = MMDLoss("official", tuple(vs))
+    assert float(loss.mmd2(gen, x)) == pytest.approx(official, rel=1e-5)
+    assert float(loss.class_loss(gen, x)) == pytest.approx(math.sqrt(official), rel=1e-5)
+    assert float(loss.mmd2(gen, x)) == pytest.approx(mmd2_brute(gen, x, vs, "official"), rel=1e-5)
+
+
+def test_official_loss_has_finite_gradient_at_zero():
+    """sqrt(MMD²) of identical samples: loss ~0 and a finite gradient (MMD² is clamped)."""
+    x = sample(4, 3, 1.0, 0.0, 22)
+    y = x.clone().requires_grad_(True)
+    loss = MMDLoss("official", (2.0, 5.0)).class_loss(x, y)
+    loss.backward()
+    assert float(loss) < 1e-5 and torch.isfinite(y.grad).all()
+
+
+def test_classwise_loss_no_shared_class_is_zero():
     """No class in both sets: the loss is exactly 0."""
     real, fake = sample(3, 2, 1.0, 0.0, 12), sample(3, 2, 1.0, 0.0, 13)
-    got = classwise_mmd2(real, torch.tensor([0, 0, 1]), fake, torch.tensor([2, 2, 3]), SIGMAS)
+    got = MMDLoss("paper", tuple(SIGMAS)).classwise(real, torch.tensor([0, 0, 1]), fake, torch.tensor([2, 2, 3]))
     assert float(got) == 0.0
+
+
+def test_median_sq_distance_by_hand():
+    """Three points at squared distances 1, 4, 9 from each other: the median is 4."""
+    x = torch.tensor([[0.0], [1.0], [3.0]])   # pairs: (0,1) 1, (0,3) 9, (1,3) 4
+    assert median_sq_distance(x) == pytest.approx(4.0)
+    assert median_sq_distance(x[:1]) == 0.0
+
+
+@pytest.mark.parametrize("convention,bandwidths", [("nope", (1.0,)), ("paper", ()), ("official", (2.0, -1.0))])
+def test_mmd_loss_rejects_bad_params(convention, bandwidths):
+    with pytest.raises(Zs3Error, match="generator.mmd"):
+        MMDLoss(convention, bandwidths)
 
 
 @pytest.mark.parametrize("x,y", [

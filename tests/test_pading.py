@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zs3core.mmd import classwise_mmd2
+from zs3core.mmd import MMDLoss
 from zs3core.models.primitive import FeatureDisentangler, PrimitiveGenerator
 from zs3core.pading import (
     PRIMITIVE_DEFAULTS,
@@ -162,9 +162,9 @@ def _toy(seed=0):
 
 
 def _cfg(steps, **prim):
-    p = dict(PRIMITIVE_DEFAULTS, num_primitives=16, layers=1, heads=2, ff_dim=32, dropout=0.1)
+    p = dict(PRIMITIVE_DEFAULTS, num_primitives=16, layers=1, heads=2, ff_dim=32, dropout=0.1, output_head="layernorm")
     p.update(prim)
-    return {"sigmas": [1, 2, 5], "lr": 0.02, "steps": steps, "samples_per_class": 32, "primitive": p}
+    return {"mmd": {"convention": "paper", "bandwidths": [1, 2, 5]}, "lr": 0.02, "steps": steps, "samples_per_class": 32, "primitive": p}
 
 
 def _seen_mmd(gen, feats, labels, emb):
@@ -172,7 +172,7 @@ def _seen_mmd(gen, feats, labels, emb):
     fl = torch.arange(3).repeat_interleave(200)
     with torch.no_grad():
         fake = gen.eval()(emb[fl], torch.Generator().manual_seed(123))
-    return float(classwise_mmd2(feats, labels, fake, fl, [1, 2, 5]))
+    return float(MMDLoss("paper", (1.0, 2.0, 5.0)).classwise(feats, labels, fake, fl))
 
 
 def test_train_primitive_reduces_seen_mmd(one_thread):
@@ -248,3 +248,22 @@ def test_direct_self_attention_equals_multihead_attention_on_length_one_sequence
     ratio = (heads.reshape(7, 4, 4) / v.reshape(7, 4, 4))
     vals = ratio.mean(2)
     assert torch.all((vals.abs() < 1e-4) | ((vals - 2.0).abs() < 1e-3))
+
+
+def test_linear_relu_head_gives_non_negative_features_of_free_norm():
+    """The pixel-feature head (Linear + ReLU instead of the final LayerNorm): outputs are >= 0
+    and their norms vary across samples; the official LayerNorm head puts every output at the
+    same norm before its affine map (identity at initialisation)."""
+    from zs3core.models.primitive import PrimitiveGenerator
+
+    torch.manual_seed(0)
+    emb = torch.randn(32, 6)
+    relu_head = PrimitiveGenerator(6, 16, num_primitives=8, layers=1, heads=2, ff_dim=32, dropout=0.0,
+                                   output_head="linear_relu").eval()
+    ln_head = PrimitiveGenerator(6, 16, num_primitives=8, layers=1, heads=2, ff_dim=32, dropout=0.0).eval()
+    out = relu_head(emb, torch.Generator().manual_seed(1))
+    assert (out >= 0).all() and out.norm(dim=1).std() > 0.05
+    norms = ln_head(emb, torch.Generator().manual_seed(1)).norm(dim=1)
+    torch.testing.assert_close(norms, torch.full_like(norms, 4.0), rtol=1e-3, atol=1e-3)   # sqrt(16)
+    with pytest.raises(ValueError, match="output_head"):
+        PrimitiveGenerator(6, 16, output_head="softplus")

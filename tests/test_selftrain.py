@@ -81,3 +81,36 @@ def test_length_mismatch():
     """probs and image_index of different lengths raise ValueError."""
     with pytest.raises(ValueError):
         select_pseudo_labels(PROBS, IMAGE[:-1], UNSEEN, 50)
+
+
+def test_ignore_protocol_never_pseudo_labels_a_known_seen_pixel():
+    """Under ``ignore`` only pixels without a seen label are eligible; under ``drop`` all are.
+
+    Training labels of the 7 pixels: p0 seen (0), p5 seen (0), the others unseen or void (255).
+    With top_p 100, image 0 keeps p3 only (p0 and p5 carry a seen label), image 1 keeps p1, p6.
+    """
+    from zs3core.selftrain import unlabelled
+
+    labels = torch.tensor([0, 1, 255, 2, 0, 0, 255])
+    elig = unlabelled(labels, [0], "ignore")
+    assert elig.tolist() == [False, True, False, True, False, False, True]
+    assert unlabelled(labels, [0], "drop").all()
+    mask = select_pseudo_labels(PROBS, IMAGE, UNSEEN, 100, eligible=elig)
+    assert torch.nonzero(mask).squeeze(1).tolist() == [1, 3, 6]
+
+
+def test_pseudo_label_uses_the_calibrated_scores():
+    """pseudo_label softmaxes the scorer's logits after subtracting γ from the seen class.
+
+    Logits (class 0 seen, 1 unseen) of 3 pixels of one image: (2, 1), (3, 0), (0, 1).
+    γ = 0: only pixel 2 is predicted unseen. γ = 1.5: pixels 0 (0.5 < 1) and 2; pixel 1 (1.5 > 0)
+    stays seen. top_p 100 keeps every unseen-predicted pixel; labels are the predicted class.
+    """
+    from zs3core.selftrain import pseudo_label
+
+    logits = torch.tensor([[2.0, 1.0], [3.0, 0.0], [0.0, 1.0]])
+    pool = {"features": logits, "image": torch.zeros(3, dtype=torch.long), "labels": torch.full((3,), 255)}
+    sel0, y0 = pseudo_label(lambda x: x, pool, [0], [1], 100, "drop", 0.0)
+    sel1, y1 = pseudo_label(lambda x: x, pool, [0], [1], 100, "drop", 1.5)
+    assert sel0.tolist() == [False, False, True] and y0.tolist() == [1]
+    assert sel1.tolist() == [True, False, True] and y1.tolist() == [1, 1]

@@ -5,7 +5,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from zs3core.generation import generate, train_generator
-from zs3core.mmd import mmd2
+from zs3core.mmd import MMDLoss, mmd2
 from zs3core.models.deeplab import DeepLabV3Plus
 from zs3core.models.gmmn import GMMN
 from zs3core.retrain import train_classifier
@@ -101,7 +101,8 @@ def test_gmmn_learns_class_conditional_means():
     emb = torch.eye(2)
     gen = GMMN(2, 2, d, hidden=32, dropout=0.0)
     before = mmd2(generate(gen, emb, [0], 200, torch.device("cpu"))[0], real[:400], [1, 2, 5])
-    losses = train_generator(gen, real, labels, emb, [0, 1], [1, 2, 5], 300, 64, 0.01, g, torch.device("cpu"))
+    losses = train_generator(gen, real, labels, emb, [0, 1], MMDLoss("paper", (1.0, 2.0, 5.0)), 300, 64, 0.01, g,
+                             torch.device("cpu"))
     assert losses[-1] < losses[0]
     f0, _ = generate(gen, emb, [0], 200, torch.device("cpu"))
     after = mmd2(f0, real[:400], [1, 2, 5])

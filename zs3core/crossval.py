@@ -7,6 +7,7 @@ and the real-feature ceiling. Kept apart from :mod:`zs3core.calibration` so that
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from zs3core.calibration import Fold, Scorer
@@ -75,3 +76,43 @@ def fold_scorers(kind, generator_params: dict, cfg, data, num_classes: int, rng:
         return clf
 
     return {"zs3net": zs3net, "devise": devise, "real_feature_ceiling": ceiling}
+
+
+def select_gammas(labelled: dict, label_maps: dict, pixel_counts, seen, unseen, void, embeddings: torch.Tensor,
+                  kind, generator_params: dict, cfg, models, folds: int, val_fraction: float, grid: int,
+                  rng: torch.Generator, device: torch.device) -> dict:
+    """γ of every model in ``models`` by zero-shot cross-validation, reading no unseen label.
+
+    Whatever the inputs hold about the unseen classes is dropped before anything else: the
+    labelled rows of unseen classes, the unseen pixels of the label maps (made void, so that a
+    graph-context generator sees no unseen node) and the unseen columns of ``pixel_counts``
+    are never read (tests/test_calibration.py poisons them all).
+
+    Args:
+        labelled: the labelled feature cache (``features``, ``labels``, ``image``).
+        label_maps: {row: (h, w) uint8} label maps at feature resolution.
+        pixel_counts: (R, C) pixels per class and image row (manifest).
+        seen / unseen / void: class ids. embeddings: (C, d_a).
+        kind, generator_params, cfg: the generator kind, its params and the
+            :class:`zs3core.retrain.ClassifierConfig`, as in the pipeline.
+        models: names among ``zs3net``, ``devise``, ``real_feature_ceiling``.
+        folds, val_fraction, grid: :func:`zs3core.calibration.make_folds`, :func:`cross_validate`.
+
+    Returns:
+        {model: the dict of :func:`zs3core.calibration.cross_validate`}.
+    """
+    from zs3core.calibration import cross_validate, make_folds
+
+    keep = torch.isin(labelled["labels"], torch.as_tensor([int(c) for c in seen], dtype=torch.long))
+    hidden = [int(u) for u in unseen]
+    lut = torch.arange(256, dtype=torch.uint8)
+    lut[hidden] = 255
+    maps = {r: lut[m.long()] for r, m in label_maps.items()}
+    counts = np.array(pixel_counts, dtype=np.float64, copy=True)
+    counts[:, hidden] = 0.0
+    data = FitData(labelled["features"][keep], labelled["labels"][keep], labelled["image"][keep], embeddings, maps,
+                   tuple(void))
+    present = sorted(int(x) for x in torch.unique(data.labels))
+    fold_list = make_folds(present, len(hidden), folds, sorted(set(data.image.tolist())), val_fraction, rng)
+    scorers = fold_scorers(kind, generator_params, cfg, data, embeddings.shape[0], rng, device)
+    return {m: cross_validate(data.features, data.labels, data.image, counts, fold_list, scorers[m], grid) for m in models}
