@@ -86,8 +86,10 @@ def class_embeddings() -> torch.Tensor:
 
 
 def feature_cache(name: str) -> dict:
-    """The ``labelled`` or ``pool`` feature cache written by extract_features."""
-    return torch.load(FEATURES_DIR / f"{name}.pt", weights_only=False)
+    """The ``labelled`` or ``pool`` feature cache written by extract_features, checked (finite)."""
+    from zs3core.features import load_cache
+
+    return load_cache(FEATURES_DIR / f"{name}.pt")
 
 
 def device(p: dict) -> torch.device:

@@ -28,7 +28,7 @@ from stages.common import (
     set_threads,
 )
 from zs3core.data.dataset import SegDataset
-from zs3core.features import extract
+from zs3core.features import check_cache, extract
 from zs3core.io import StageOutputs
 from zs3core.params import get
 from zs3core.train import load_backbone, seed_everything
@@ -56,6 +56,8 @@ def main() -> None:
                              bool(get(p, "backbone.channels_last", False)) and dev.type == "cpu")
     labelled["manifest_ids"] = list(train.id)
     pool["manifest_ids"] = list(train.id)
+    for name, cache in (("labelled", labelled), ("pool", pool)):
+        check_cache(cache, FEATURES_DIR / f"{name}.pt")
     with StageOutputs() as out:
         lp, pp = out.path(FEATURES_DIR / "labelled.pt"), out.path(FEATURES_DIR / "pool.pt")
         torch.save(labelled, lp)

@@ -26,7 +26,7 @@ from stages.common import (
 )
 from zs3core.balancing import class_weights
 from zs3core.data.dataset import SegDataset
-from zs3core.io import StageOutputs, Zs3Error
+from zs3core.io import StageOutputs, Zs3Error, check_finite
 from zs3core.params import get, stage_params
 from zs3core.train import (
     BackboneConfig,
@@ -63,7 +63,7 @@ def main() -> None:
     common = dict(num_classes=cs.num_classes, ignore_index=cs.ignore_index, lut=lut)
     train_ds = SegDataset(root, samples(train_df), train=True, crop_size=int(b["crop_size"]),
                           scale_range=b.get("scale_range", (0.5, 2.0)), hflip=bool(b.get("hflip", True)),
-                          blur=bool(b.get("blur", False)), **common)
+                          blur=bool(b.get("blur", False)), cache=bool(b.get("cache_images", False)), **common)
     val_ds = SegDataset(root, samples(val_df), train=False, eval_short_side=b.get("eval_short_side"), **common)
     workers = int(get(p, "scale.num_workers", 0))
     train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train_ds) > cfg.batch_size,
@@ -99,6 +99,7 @@ def main() -> None:
         model.cpu()
         if cfg.channels_last:
             model = model.to(memory_format=torch.contiguous_format)
+        check_finite(model, str(BACKBONE))
         out.write(BACKBONE, lambda f: torch.save({"state_dict": model.state_dict(), "config": cfg.__dict__,
                                                  "num_seen": len(cs.seen), "seen": list(cs.seen)}, f))
         vals = [r["val_seen_mIoU"] for r in history]

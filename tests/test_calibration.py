@@ -97,17 +97,18 @@ def test_cross_validate_weights_features_by_the_pixels_they_stand_for():
 
 
 def _toy_cache(poison: bool):
-    """Four well separated seen classes in 2-D plus rows of two unseen classes (4, 5): with
-    ``poison`` the unseen rows, their label-map pixels and pixel counts are scrambled."""
-    g = torch.Generator().manual_seed(0)
+    """Four well separated seen classes in 2-D plus rows of two unseen classes (4, 5). With
+    ``poison`` everything about the unseen classes changes: their rows swap labels (4 <-> 5) and
+    get other features, their label-map pixels move, their pixel counts change."""
+    g, other = torch.Generator().manual_seed(0), torch.Generator().manual_seed(99)
     centers = torch.tensor([[4.0, 0], [0, 4.0], [-4.0, 0], [0, -4.0], [3, 3], [-3, -3]])
     feats, labels, image = [], [], []
     for row in range(8):
         for c in range(6):
-            feats.append(centers[c] + 0.5 * torch.randn(12, 2, generator=g))
-            lab = torch.full((12,), c)
-            if poison and c >= 4:
-                lab = torch.randint(0, 6, (12,), generator=g)     # wrong, even seen, labels
+            x, lab = centers[c] + 0.5 * torch.randn(12, 2, generator=g), torch.full((12,), c)
+            if poison and c >= 4:                                 # unseen rows: swapped labels, other features
+                lab, x = torch.full((12,), 9 - c), 10 * torch.randn(12, 2, generator=other)
+            feats.append(x)
             labels.append(lab)
             image.append(torch.full((12,), row))
     maps = {r: torch.full((4, 4), r % 4, dtype=torch.uint8) for r in range(8)}

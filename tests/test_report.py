@@ -37,10 +37,19 @@ def _experiment(repo, name, k, kind, top_p, zs3_unseen, primitive=None, oracle=F
     (repo / "metrics/split.json").write_text(json.dumps({"unseen": ["a", "b", "c", "d"][:k]}))
     ev = {"oracle": _scores(80.0, 70.0, 90.0)} if oracle else {
         "seen_only": _scores(40.0, 0.0), "devise": _scores(30.0, 5.0, 50.0),
-        "zs3net": _scores(38.0, zs3_unseen, 60.0), "zs5net": _scores(39.0, zs3_unseen + top_p / 10, 61.0)}
-    (repo / "metrics/evaluate.json").write_text(json.dumps({"val": {**ev, "images": 10}}))
+        "zs3net": _scores(38.0, zs3_unseen, 60.0), "zs5net": _scores(39.0, zs3_unseen + top_p / 10, 61.0),
+        "real_feature_ceiling": _scores(37.0, 20.0, 70.0)}
+    extra = {}
+    if not oracle:   # calibrated scores (γ) for the models that score unseen classes, and TE
+        for m, g in (("devise", 0.1), ("zs3net", 1.5), ("zs5net", 1.5), ("real_feature_ceiling", 0.5)):
+            ev[m]["calibrated"] = {"gamma": g, **_scores(ev[m]["seen"]["mIoU"] - 5, ev[m]["unseen"]["mIoU"] + 4)}
+        extra = {"transfer_efficiency": {m: {"uncalibrated": 100 * ev[m]["unseen"]["mIoU"] / 20.0,
+                                             "calibrated": 100 * (ev[m]["unseen"]["mIoU"] + 4) / 24.0}
+                                         for m in ("devise", "zs3net", "zs5net")}}
+    (repo / "metrics/evaluate.json").write_text(json.dumps({"val": {**ev, **extra, "images": 10}}))
     pc = pd.DataFrame({"split": "val", "class": ["x", "y"], "group": ["seen", "unseen"], "pixels": [5, 6],
-                       **{m: [40.0, zs3_unseen] for m in ev}})
+                       **{m: [40.0, zs3_unseen] for m in ev},
+                       **{f"{m}@calibrated": [35.0, zs3_unseen + 1] for m in ev if "calibrated" in ev[m]}})
     pc.to_csv(repo / "metrics/per_class_iou.csv", index=False)
     _git(repo, "add", "-A")
     _git(repo, "commit", "-qm", name)
@@ -100,3 +109,19 @@ def test_write_report_outputs(repo):
     assert "ZS3Net + GC" in (out / "table1.md").read_text()
     with pytest.raises(Zs3Error, match="no experiment named"):
         collect(repo, ["nope"])
+
+
+def test_zeroshot_table_has_calibrated_scores_ceilings_and_unseen_classes(repo):
+    """One row per model with uncalibrated and calibrated scores, γ, transfer efficiency, the
+    unseen class's IoU (calibrated where there is a γ), and the oracle of the same K appended."""
+    z = tables(collect(repo))["zeroshot"]
+    row = z.loc[("camvid", "val", "drop", 2, "ZS3Net")]
+    assert row["unseen"] == 10.0 and row["cal. unseen"] == 14.0 and row["γ"] == 1.5
+    assert row["TE %"] == pytest.approx(50.0) and row["cal. TE %"] == pytest.approx(100 * 14 / 24, abs=0.05)
+    assert row["y IoU"] == 11.0                                  # calibrated per-class column
+    # seen-only has no γ: its uncalibrated IoU (its row comes from the last run, k2-prim: 13)
+    assert z.loc[("camvid", "val", "drop", 2, "seen-only (w/o ZSL)")]["y IoU"] == 13.0
+    models = list(z.loc[("camvid", "val", "drop", 2)].index)
+    assert models[-2:] == ["real-feature ceiling (diagnostic)", "supervised oracle"]
+    assert z.loc[("camvid", "val", "drop", 2, "supervised oracle")]["unseen"] == 70.0
+    assert ("camvid", "val", "drop", 4, "supervised oracle") not in z.index   # no K=4 oracle was run

@@ -86,14 +86,15 @@ def test_length_mismatch():
 def test_ignore_protocol_never_pseudo_labels_a_known_seen_pixel():
     """Under ``ignore`` only pixels without a seen label are eligible; under ``drop`` all are.
 
-    Training labels of the 7 pixels: p0 seen (0), p5 seen (0), the others unseen or void (255).
-    With top_p 100, image 0 keeps p3 only (p0 and p5 carry a seen label), image 1 keeps p1, p6.
+    Training labels of the 7 pixels: p0, p4, p5 seen (0), the others unseen or void (255): all
+    of those are eligible. With top_p 100, image 0 keeps p3 only (p0 and p5 carry a seen label;
+    p2 is predicted seen), image 1 keeps p1, p6.
     """
     from zs3core.selftrain import unlabelled
 
     labels = torch.tensor([0, 1, 255, 2, 0, 0, 255])
     elig = unlabelled(labels, [0], "ignore")
-    assert elig.tolist() == [False, True, False, True, False, False, True]
+    assert elig.tolist() == [False, True, True, True, False, False, True]
     assert unlabelled(labels, [0], "drop").all()
     mask = select_pseudo_labels(PROBS, IMAGE, UNSEEN, 100, eligible=elig)
     assert torch.nonzero(mask).squeeze(1).tolist() == [1, 3, 6]

@@ -14,6 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from zs3core.checkpoint import Checkpoint
+from zs3core.io import require_finite
 
 
 class DeViSEHead(nn.Module):
@@ -74,6 +75,7 @@ def train_devise(feats: torch.Tensor, labels: torch.Tensor, emb: torch.Tensor, e
             idx = perm[i:i + batch_size]
             x, y = feats[idx].to(device), labels[idx].to(device)
             loss = (1.0 - (head.project(x) * head.emb[y]).sum(1)).mean()
+            require_finite(loss, "DeViSE projection", epoch + 1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -85,7 +87,14 @@ def train_devise(feats: torch.Tensor, labels: torch.Tensor, emb: torch.Tensor, e
 
 
 def save_devise(head: DeViSEHead, path, losses: list[float]) -> None:
-    """Save a DeViSE head (projection and class embeddings) with its training losses."""
+    """Save a DeViSE head (projection and class embeddings) with its training losses.
+
+    Raises:
+        Zs3Error: a weight is NaN or infinite (nothing is written).
+    """
+    from zs3core.io import check_finite
+
+    check_finite(head, str(path))
     torch.save({"state_dict": head.state_dict(), "feature_dim": head.proj.in_features, "emb": head.emb,
                 "losses": losses}, path)
 

@@ -100,3 +100,40 @@ def extract(model, dataset, rows, seen, pixels_per_class: int, pool_rows, pool_p
     dim = model.feature_dim
     return pack(lab, dim), pack(pool, dim), maps
 
+
+
+def load_cache(path) -> dict:
+    """Load a feature cache written by :func:`extract` (``torch.save`` of a dict) and check it.
+
+    Returns:
+        The cache dict (``features`` (N, d_x) float16, ``labels`` (N,), ``image`` (N,),
+        ``manifest_ids``).
+
+    Raises:
+        Zs3Error: the file is missing, or a feature is NaN or infinite (naming the file and the
+            manifest id of the first image concerned).
+    """
+    from pathlib import Path
+
+    from zs3core.io import Zs3Error
+
+    path = Path(path)
+    if not path.exists():
+        raise Zs3Error(f"{path}: missing; run the extract_features stage first (dvc repro extract_features)")
+    cache = torch.load(path, weights_only=False)
+    check_cache(cache, path)
+    return cache
+
+
+def check_cache(cache: dict, path) -> None:
+    """Raise Zs3Error naming ``path`` and the manifest id of the first image whose cached
+    features hold NaN or infinite values."""
+    from zs3core.io import Zs3Error
+
+    bad = ~torch.isfinite(cache["features"].float()).all(1)
+    if bool(bad.any()):
+        row = int(cache["image"][torch.nonzero(bad)[0, 0]])
+        ids = cache.get("manifest_ids") or []
+        name = ids[row] if row < len(ids) else f"row {row}"
+        raise Zs3Error(f"{path}: {int(bad.sum())} non-finite feature(s) (NaN/Inf), first in image id '{name}'; "
+                       "the backbone or the image is broken: rerun extract_features (dvc repro -f extract_features)")

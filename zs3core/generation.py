@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from zs3core.checkpoint import Checkpoint
 from zs3core.graphs import RegionGraph, normalized_adjacency, region_graph, stack_graphs
-from zs3core.io import Zs3Error
+from zs3core.io import Zs3Error, require_finite
 from zs3core.mmd import MMDLoss
 
 
@@ -63,6 +63,7 @@ def train_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, e
         batch_l = torch.cat(cls).to(device)  # same classes and counts for real and generated
         fake = gen(emb[batch_l])
         loss = loss_fn.classwise(real, batch_l, fake, batch_l)
+        require_finite(loss, "fit_generator (MMD)", step + 1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -159,6 +160,7 @@ def train_graph_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Ten
         real, real_l = feats[idx[keep]].float().to(device), real_l[keep].to(device)
         fake = gen(emb[cls.to(device)], prop.to(device))
         loss = loss_fn.classwise(real, real_l, fake, cls.to(device))
+        require_finite(loss, "fit_generator (GC, MMD)", step + 1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -190,7 +190,14 @@ def build_generator(params: dict, embed_dim: int, feature_dim: int) -> nn.Module
 
 
 def save_generator(gen: nn.Module, params: dict, embed_dim: int, feature_dim: int, path) -> None:
-    """Save a fitted generator with what :func:`load_generator` needs."""
+    """Save a fitted generator with what :func:`load_generator` needs.
+
+    Raises:
+        Zs3Error: a weight is NaN or infinite (nothing is written).
+    """
+    from zs3core.io import check_finite
+
+    check_finite(gen, str(path))
     torch.save({"state_dict": gen.state_dict(), "params": params, "embed_dim": embed_dim,
                 "feature_dim": feature_dim}, path)
 

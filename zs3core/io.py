@@ -54,8 +54,17 @@ class StageOutputs:
         return staged
 
     def json(self, dest: str | Path, obj: Any) -> None:
-        """Stage ``obj`` as indented JSON for ``dest``."""
-        self.path(dest).write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+        """Stage ``obj`` as indented JSON for ``dest``.
+
+        Raises:
+            Zs3Error: ``obj`` holds a NaN or infinite number (:func:`finite_json`), naming ``dest``
+                and the key.
+        """
+        try:
+            finite_json(obj)
+        except Zs3Error as e:
+            raise Zs3Error(f"{dest}: {e}") from None
+        self.path(dest).write_text(json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
     def text(self, dest: str | Path, text: str) -> None:
         """Stage ``text`` for ``dest``."""
@@ -98,3 +107,51 @@ def read_yaml(path: str | Path) -> Any:
     if not path.exists():
         raise Zs3Error(f"{path}: missing")
     return yaml.safe_load(path.read_text())
+
+
+def finite_json(obj: Any, where: str = "") -> Any:
+    """``obj`` unchanged when every number in it is finite.
+
+    Raises:
+        Zs3Error: a NaN or infinite number, naming its key path (metrics files never hold them:
+            a score computed from broken inputs must fail, not read as a number).
+    """
+    import math
+
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            finite_json(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            finite_json(v, f"{where}[{i}]")
+    elif isinstance(obj, float) and not math.isfinite(obj):
+        raise Zs3Error(f"non-finite value {obj} at '{where}'; refusing to write it as a result")
+    return obj
+
+
+def check_finite(tensors, what: str) -> None:
+    """Raise Zs3Error naming ``what`` and the tensor when any value is NaN or infinite.
+
+    Args:
+        tensors: a ``state_dict()``-like mapping of name -> tensor, or an ``nn.Module``.
+        what: the file or model named in the message (e.g. ``data/classifier/zs3net.pt``).
+    """
+    import torch
+
+    items = tensors.state_dict().items() if hasattr(tensors, "state_dict") else tensors.items()
+    for name, t in items:
+        if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise Zs3Error(f"{what}: '{name}' holds NaN or infinite values; not saved")
+
+
+def require_finite(loss, loop: str, step: int) -> None:
+    """Stop a training loop at its first non-finite loss.
+
+    Raises:
+        Zs3Error: naming the loop and the 1-based step (nothing of that loop is then saved).
+    """
+    import torch
+
+    if not bool(torch.isfinite(loss.detach()).all()):
+        raise Zs3Error(f"{loop}: the loss is {float(loss.detach().float().mean())} at step {step}; stopped before "
+                       "any weight is saved. Check the input features for NaN/Inf and lower the learning rate.")

@@ -43,6 +43,7 @@ from torch import nn
 from tqdm import tqdm
 
 from zs3core.checkpoint import Checkpoint
+from zs3core.io import require_finite
 from zs3core.mmd import MMDLoss
 from zs3core.models.primitive import FeatureDisentangler
 
@@ -271,6 +272,7 @@ def train_primitive(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, e
                      + float(p["relation_weight"]) * RELATION_CE_SCALE * terms.get("relation", zero)
                      + float(p["recon_weight"]) * terms.get("recon", zero))
         total = terms["mmd"] + float(p["structure_weight"]) * structure
+        require_finite(total, "fit_generator (PADing)", step + 1)
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()

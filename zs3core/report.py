@@ -33,7 +33,6 @@ import yaml
 
 from zs3core.io import Zs3Error
 
-STEPS, SAMPLES = 2000, 128  # the generator budget of conf/generator/gmmn.yaml
 GROUPS = (("seen", "Seen"), ("unseen", "Unseen"), ("all", "Overall"))
 METRICS = ("PA", "MA", "mIoU")
 
@@ -73,48 +72,58 @@ def read_file(rev: str | None, path: str, repo: Path = Path("."), binary: bool =
         return None
 
 
-def generator_label(params: dict) -> str:
-    """Human name of the generator variant of a run: GMMN, GC, primitives (+ alignment (+ disentanglement)),
-    with the training budget appended when it is not the default (2000 steps x 128 features per class)."""
+def default_budget(config_dir: Path = Path("conf")) -> tuple[int, int]:
+    """(steps, samples_per_class) of the default generator in ``conf/`` (the budget not shown in labels)."""
+    from zs3core.compose import compose
+
+    g = yaml.safe_load(compose([], config_dir))["generator"]
+    return int(g["steps"]), int(g["samples_per_class"])
+
+
+def generator_label(params: dict, budget: tuple[int, int] | None = None) -> str:
+    """Human name of the generator variant of a run (the registry's label: GMMN, GC, primitives
+    (+ alignment (+ disentanglement))), with the training budget appended when it is not
+    ``budget`` (default: :func:`default_budget`)."""
+    from zs3core.generators import KINDS
+
     g = params.get("generator", {})
-    kind = g.get("kind", "gmmn")
-    budget = (int(g.get("steps", STEPS)), int(g.get("samples_per_class", SAMPLES)))
-    suffix = "" if budget == (STEPS, SAMPLES) else f" [{budget[0]} steps x {budget[1]}/class]"
-    if kind == "gc":
-        return "GC" + suffix
-    if kind == "primitive":
-        pr = g.get("primitive", {})
-        if pr.get("alignment") and pr.get("disentangle"):
-            return "PADing (primitives + alignment + disentanglement)" + suffix
-        if pr.get("alignment"):
-            return "primitives + alignment" + suffix
-        if pr.get("disentangle"):
-            return "primitives + disentanglement" + suffix
-        return "primitives only" + suffix
-    return "GMMN" + suffix
+    kind = KINDS.get(g.get("kind", "gmmn"))
+    name = kind.label(g) if kind else str(g.get("kind"))
+    steps, samples = budget or default_budget()
+    run_budget = (int(g.get("steps", steps)), int(g.get("samples_per_class", samples)))
+    return name + ("" if run_budget == (steps, samples) else f" [{run_budget[0]} steps x {run_budget[1]}/class]")
 
 
-def run_rows(name: str, rev: str | None, repo: Path = Path(".")) -> list[dict]:
-    """One row per (split, model) of one run: setting, model label and every score."""
+MODEL_NAMES = {"oracle": "supervised oracle", "seen_only": "seen-only (w/o ZSL)", "devise": "DeViSE",
+               "real_feature_ceiling": "real-feature ceiling (diagnostic)"}
+
+
+def run_rows(name: str, rev: str | None, repo: Path = Path("."), budget: tuple[int, int] | None = None) -> list[dict]:
+    """One row per (split, model) of one run: setting, model label, every score, the calibrated
+    scores and γ, the transfer efficiency and the IoU of each unseen class (``iou:<class>``,
+    calibrated when the model has a γ: ``iou_cal:<class>``)."""
     ev = read_file(rev, "metrics/evaluate.json", repo)
     pr = read_file(rev, "params.yaml", repo)
     if ev is None or pr is None:
         return []
     ev, params = json.loads(ev), yaml.safe_load(pr)
     split_m = json.loads(read_file(rev, "metrics/split.json", repo) or "{}")
-    gen = generator_label(params)
+    pc_text = read_file(rev, "metrics/per_class_iou.csv", repo)
+    pc = pd.read_csv(io.StringIO(pc_text)) if pc_text else None
+    gen = generator_label(params, budget)
     kind = params.get("generator", {}).get("kind", "gmmn")
     top_p = params.get("self_training", {}).get("top_p")
     base = {"run": name, "dataset": params["dataset"]["name"], "K": len(split_m.get("unseen", [])) or params["split"].get("k"),
             "protocol": params["split"]["filter"], "scale": params.get("scale", {}).get("name"), "generator": gen, "kind": kind,
             "top_p": top_p, "seed": params.get("seed")}
-    names = {"oracle": "supervised oracle", "seen_only": "seen-only (w/o ZSL)", "devise": "DeViSE",
+    names = {**MODEL_NAMES,
              "zs3net": {"gmmn": "ZS3Net" + gen[len("GMMN"):], "gc": "ZS3Net + GC" + gen[len("GC"):]}.get(kind, f"ZS3Net, {gen}"),
              "zs5net": f"ZS5Net ({gen}, p={top_p})"}
     rows = []
     for split, models in ev.items():
+        te = models.get("transfer_efficiency", {})
         for m, s in models.items():
-            if not isinstance(s, dict):
+            if not isinstance(s, dict) or "seen" not in s:
                 continue
             row = {**base, "split": split, "model_key": m, "model": names.get(m, m)}
             for g, _ in GROUPS:
@@ -123,6 +132,19 @@ def run_rows(name: str, rev: str | None, repo: Path = Path(".")) -> list[dict]:
             row["hIoU"] = s["hIoU"]
             for k in METRICS:
                 row[f"vanilla_{k}"] = s.get("vanilla", {}).get(k, np.nan)
+            cal = s.get("calibrated")
+            row["gamma"] = cal["gamma"] if cal else np.nan
+            for g in ("seen", "unseen"):
+                row[f"cal_{g}_mIoU"] = cal[g]["mIoU"] if cal else np.nan
+            row["cal_hIoU"] = cal["hIoU"] if cal else np.nan
+            for t in ("uncalibrated", "calibrated"):
+                v = te.get(m, {}).get(t)
+                row[f"te_{t}"] = np.nan if v is None else v
+            if pc is not None:
+                sp = pc[(pc.split == split) & (pc.group == "unseen")]
+                for col, key in ((m, "iou"), (f"{m}@calibrated", "iou_cal")):
+                    if col in sp:
+                        row.update({f"{key}:{c}": v for c, v in zip(sp["class"], sp[col])})
             rows.append(row)
     return rows
 
@@ -139,9 +161,10 @@ def collect(repo: Path = Path("."), names: list[str] | None = None, workspace: b
         if missing:
             raise Zs3Error(f"report: no experiment named {missing}; `dvc exp list` shows {sorted(exps)}")
         exps = {n: exps[n] for n in names}
-    rows = [r for n, rev in sorted(exps.items()) for r in run_rows(n, rev, repo)]
+    budget = default_budget(repo / "conf") if (repo / "conf").is_dir() else None
+    rows = [r for n, rev in sorted(exps.items()) for r in run_rows(n, rev, repo, budget)]
     if workspace:
-        rows += run_rows("workspace", None, repo)
+        rows += run_rows("workspace", None, repo, budget)
     if not rows:
         raise Zs3Error("report: no experiment with metrics/evaluate.json found; run `dvc exp run ...` first")
     return pd.DataFrame(rows)
@@ -158,9 +181,9 @@ def _paper_layout(df: pd.DataFrame) -> pd.DataFrame:
 
 def _model_rank(model: str) -> int:
     """Row order of the generator table: oracle, baselines, ZS3Net generators (PADing ablation order), ZS5Net."""
-    keys = ["supervised oracle", "seen-only", "DeViSE", "ZS5Net", "PADing", "primitives + alignment",
-            "primitives only", "GMMN [", "ZS3Net + GC", "ZS3Net"]
-    ranks = [0, 1, 2, 9, 8, 7, 6, 5, 4, 3]
+    keys = ["supervised oracle", "real-feature ceiling", "seen-only", "DeViSE", "ZS5Net", "PADing",
+            "primitives + alignment", "primitives only", "GMMN [", "ZS3Net + GC", "ZS3Net"]
+    ranks = [0, 11, 1, 2, 9, 8, 7, 6, 5, 4, 3]
     return next((r for k, r in zip(keys, ranks) if k in model), 10)
 
 
@@ -179,9 +202,41 @@ def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     van = df[df.vanilla_mIoU.notna()].drop_duplicates(["dataset", "split", "protocol", "K", "model"], keep="last")
     van = van.set_index(["dataset", "split", "protocol", "K", "model"])[
         ["unseen_PA", "unseen_MA", "unseen_mIoU", "vanilla_PA", "vanilla_MA", "vanilla_mIoU"]].round(1).sort_index()
-    return {"table1": _paper_layout(t1) if len(t1) else pd.DataFrame(),
+    return {"zeroshot": zeroshot_table(df),
+            "table1": _paper_layout(t1) if len(t1) else pd.DataFrame(),
             "table4": _paper_layout(zs5) if len(zs5) else pd.DataFrame(),
             "generators": gens, "vanilla": van}
+
+
+def zeroshot_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Every model of every zero-shot setting, uncalibrated and calibrated, with the ceilings.
+
+    Index (dataset, split, protocol, K, model); columns: seen / unseen mIoU and hIoU,
+    uncalibrated and calibrated, γ, transfer efficiency (% of the real-feature ceiling's unseen
+    mIoU) and the IoU of each unseen class (calibrated when the model has a γ). The supervised
+    oracle of the same dataset and K (its own experiment, ``split.filter=oracle``) is added to
+    every setting of that K.
+    """
+    zs = df[df.protocol != "oracle"]
+    if zs.empty:
+        return pd.DataFrame()
+    oracle = df[df.model_key == "oracle"]
+    parts = []
+    for (ds, split, proto, k), g in zs.groupby(["dataset", "split", "protocol", "K"]):
+        o = oracle[(oracle.dataset == ds) & (oracle.split == split) & (oracle.K == k)].assign(protocol=proto)
+        parts.append(pd.concat([g, o]).drop_duplicates(["model"], keep="last"))
+    t = pd.concat(parts).copy()
+    t["_o"] = [12 if m == "supervised oracle" else _model_rank(m) for m in t.model]   # the ceilings last
+    t = t.sort_values(["dataset", "split", "protocol", "K", "_o", "model"])
+    classes = sorted({c.split(":", 1)[1] for c in t.columns if c.startswith("iou:")})
+    for c in classes:
+        cal = t[f"iou_cal:{c}"] if f"iou_cal:{c}" in t else pd.Series(np.nan, index=t.index)
+        t[f"{c} IoU"] = cal.fillna(t[f"iou:{c}"])
+    cols = {"seen_mIoU": "seen", "unseen_mIoU": "unseen", "hIoU": "hIoU", "cal_seen_mIoU": "cal. seen",
+            "cal_unseen_mIoU": "cal. unseen", "cal_hIoU": "cal. hIoU", "gamma": "γ",
+            "te_uncalibrated": "TE %", "te_calibrated": "cal. TE %", **{f"{c} IoU": f"{c} IoU" for c in classes}}
+    t = t.set_index(["dataset", "split", "protocol", "K", "model"])[[c for c in cols if c in t]].rename(columns=cols)
+    return t.round({c: 3 if c == "γ" else 1 for c in t.columns})
 
 
 def _markdown(t: pd.DataFrame) -> str:
@@ -291,7 +346,9 @@ def write_report(out: Path, repo: Path = Path("."), names: list[str] | None = No
     df.to_csv(out / "runs.csv", index=False)
     tabs = tables(df)
     md = [f"# zs3-pipeline report\n\n{df.run.nunique()} runs: {', '.join(sorted(df.run.unique()))}\n"]
-    titles = {"table1": "Table 1 / 3 layout: zero-shot segmentation per K (generalized evaluation)",
+    titles = {"zeroshot": "Zero-shot results: uncalibrated and calibrated (γ by zero-shot cross-validation on seen "
+                          "classes), transfer efficiency (TE, % of the real-feature ceiling) and unseen per-class IoU",
+              "table1": "Table 1 / 3 layout: zero-shot segmentation per K (generalized evaluation)",
               "table4": "Table 4 layout: ZS5Net (self-training)",
               "generators": "Every model and generator (mIoU, %)",
               "vanilla": "Generalized vs vanilla unseen scores (Table 2 protocol)"}

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from zs3core.checkpoint import Checkpoint
+from zs3core.io import require_finite
 from zs3core.models.classifier import PixelClassifier
 
 Sampler = Callable[[list[int], int], tuple[torch.Tensor, torch.Tensor]]
@@ -98,7 +99,8 @@ def train_classifier(feats: torch.Tensor, labels: torch.Tensor, num_classes: int
         (classifier on cpu in eval mode, weighted mean loss per epoch).
 
     Raises:
-        ValueError: no training feature, or a non-finite loss (the classifier is then not returned).
+        ValueError: no training feature.
+        Zs3Error: a non-finite loss (the classifier is then not returned).
     """
     if len(feats) == 0:
         raise ValueError(f"{desc}: no training feature")
@@ -116,8 +118,7 @@ def train_classifier(feats: torch.Tensor, labels: torch.Tensor, num_classes: int
             idx = perm[i:i + batch_size]
             x, y = feats[idx].to(device), labels[idx].to(device)
             loss = F.cross_entropy(clf(x), y, weight=weight)
-            if not torch.isfinite(loss):
-                raise ValueError(f"{desc}: non-finite loss at epoch {epoch + 1}; check the features for NaN/Inf")
+            require_finite(loss, desc, epoch + 1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from zs3core.io import require_finite
 from zs3core.metrics import confusion_matrix, group_scores, per_class_iou
 from zs3core.models.deeplab import DeepLabV3Plus, upsample_logits
 
@@ -181,6 +182,7 @@ def train_backbone(model: DeepLabV3Plus, train_loader: DataLoader, val_loader: D
                 logits = model(img)
                 logits = upsample_logits(logits, target.shape[-2:])
                 loss = F.cross_entropy(logits.float(), target, weight=weight, ignore_index=255)
+            require_finite(loss, f"train_backbone (epoch {epoch + 1})", step + 1)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)

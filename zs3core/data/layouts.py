@@ -67,9 +67,19 @@ def find_root(raw: Path, layout: str) -> Path:
 
 
 def _read_list(path: Path) -> list[str]:
+    """The non-blank lines of a split list.
+
+    Raises:
+        Zs3Error: the list is missing, or holds no entry (an empty split is never scored or
+            trained on: every score of zero images would read 0.0).
+    """
     if not path.exists():
         raise Zs3Error(f"{path}: split list missing")
-    return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    if not lines:
+        raise Zs3Error(f"{path}: the split list is empty (no image id); fill it or drop the split from the "
+                       "params (evaluation.splits / dataset.train_split)")
+    return lines
 
 
 def _voc_samples(root: Path, split: str, use_aug: bool) -> list[Sample]:

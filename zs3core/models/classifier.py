@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from zs3core.io import check_finite
+
 
 class PixelClassifier(nn.Module):
     """Linear classifier over pixel features.
@@ -31,7 +33,12 @@ class PixelClassifier(nn.Module):
 
 
 def save_classifier(clf: PixelClassifier, path, losses: list[float]) -> None:
-    """Save a classifier with what ``load_classifier`` needs and its per-epoch training losses."""
+    """Save a classifier with what ``load_classifier`` needs and its per-epoch training losses.
+
+    Raises:
+        Zs3Error: a weight is NaN or infinite (nothing is written).
+    """
+    check_finite(clf, str(path))
     torch.save({"state_dict": clf.state_dict(), "num_classes": clf.linear.out_features,
                 "feature_dim": clf.linear.in_features, "losses": losses}, path)
 
