@@ -14,7 +14,7 @@ def main() -> None:
     p = params()
     classes = list(get(p, "dataset.classes", types=list))
     source = str(get(p, "embedding.source"))
-    kv = load_keyed_vectors(source)
+    kv = load_keyed_vectors(source, local_file=get(p, "embedding.local_file", None))
     emb, how = class_vectors(classes, kv, get(p, "embedding.aliases", {}) or {}, bool(get(p, "embedding.normalize", True)))
     for c, h in zip(classes, how):
         print(f"  {c:>14s}: {h}")

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import functools
 import http.server
+import re
+import socket
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +95,100 @@ def http_server(tmp_path, monkeypatch):
     finally:
         server.shutdown()
         server.server_close()
+
+
+class RangeServer:
+    """A loopback HTTP server whose behaviour is set per path; it records every request.
+
+    * ``files[path] = bytes``: served with Content-Length; ``Range: bytes=N-`` answered with 206
+      and ``Content-Range`` (416 when N is past the end), unless ``path in no_range`` (then
+      always 200 and the whole file);
+    * ``cut[path] = n``: the first response to ``path`` sends only ``n`` body bytes, then closes
+      the connection (an interrupted transfer); later requests are served normally;
+    * ``hang[path] = s``: wait ``s`` seconds before answering (a silent host);
+    * anything else: 404.
+
+    ``requests`` lists ``(path, Range header or None)`` in arrival order.
+    """
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.cut: dict[str, int] = {}
+        self.no_range: set[str] = set()
+        self.hang: dict[str, float] = {}
+        self.requests: list[tuple[str, str | None]] = []
+        self.base = ""
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def ranges(self, path: str) -> list[str | None]:
+        """The Range headers of the requests for ``path``, in order."""
+        return [r for p, r in self.requests if p == path]
+
+
+@pytest.fixture
+def range_server(monkeypatch):
+    """A :class:`RangeServer` on 127.0.0.1 (no network, no proxy)."""
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    state = RangeServer()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            path, rng = self.path, self.headers.get("Range")
+            state.requests.append((path, rng))
+            if path in state.hang:
+                time.sleep(state.hang[path])
+            if path not in state.files:
+                self.send_error(404, "Not Found")
+                return
+            data = state.files[path]
+            start = 0
+            if rng and path not in state.no_range:
+                m = re.fullmatch(r"bytes=(\d+)-", rng.strip())
+                start = int(m.group(1))
+                if start >= len(data):
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(data)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            else:
+                self.send_response(200)
+            body = data[start:]
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Accept-Ranges", "none" if path in state.no_range else "bytes")
+            self.end_headers()
+            n = state.cut.pop(path, None)
+            if n is not None:   # an interrupted transfer: part of the body, then the connection drops
+                self.wfile.write(body[:n])
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.base = f"http://127.0.0.1:{server.server_address[1]}"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def dead_url() -> str:
+    """An http URL on a loopback port where nothing listens (connection refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/VOCtrainval.tar"

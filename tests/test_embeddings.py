@@ -1,6 +1,8 @@
 """Class-name vectors: key lookup, multi-word means, aliases, normalisation, missing words, loading."""
 from __future__ import annotations
 
+import gzip
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +10,7 @@ import pytest
 import yaml
 from gensim.models import KeyedVectors
 
-from zs3core.embeddings import class_vectors, cosine_similarity, load_keyed_vectors
+from zs3core.embeddings import class_vectors, cosine_similarity, gensim_data_urls, load_keyed_vectors
 from zs3core.io import Zs3Error
 
 WORDS = {
@@ -126,6 +128,87 @@ def test_load_bad_file(tmp_path):
     path.write_text("this is not\na vector file\n")
     with pytest.raises(Zs3Error, match="garbage.txt"):
         load_keyed_vectors(str(path))
+
+
+@pytest.fixture
+def gensim_offline(monkeypatch):
+    """gensim.downloader.load fails as it does offline; records the names asked for."""
+    import gensim.downloader as api
+
+    calls: list[str] = []
+
+    def load(name, return_path=False):
+        calls.append(name)
+        raise OSError("<urlopen error [Errno 101] Network is unreachable>")
+
+    monkeypatch.setattr(api, "load", load)
+    return calls
+
+
+def release_asset(kv, tmp_path: Path, binary: bool) -> bytes:
+    """The bytes of a gensim-data release asset <name>.gz: a gzipped word2vec-format file."""
+    raw = tmp_path / ("asset.bin" if binary else "asset.txt")
+    kv.save_word2vec_format(str(raw), binary=binary)
+    return gzip.compress(raw.read_bytes())
+
+
+def test_gensim_data_release_addresses():
+    """The fallback addresses are the release assets <base>/<name>/<name>.gz, gensim's own base first."""
+    assert gensim_data_urls("glove-wiki-gigaword-100") == [
+        "https://github.com/RaRe-Technologies/gensim-data/releases/download/glove-wiki-gigaword-100/"
+        "glove-wiki-gigaword-100.gz",
+        "https://github.com/piskvorky/gensim-data/releases/download/glove-wiki-gigaword-100/"
+        "glove-wiki-gigaword-100.gz"]
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_gensim_data_fallback_resumes_and_loads(tmp_path, kv, gensim_offline, range_server, dead_url, binary):
+    """gensim.downloader fails; the release asset comes from the third address, in two interrupted
+    pieces (resumed with a Range request), md5-checked, and reads back (binary or text) with the
+    same vectors."""
+    name = "word2vec-google-news-300" if binary else "glove-wiki-gigaword-100"
+    data = release_asset(kv, tmp_path, binary)
+    path = f"/releases/download/{name}/{name}.gz"
+    range_server.files[path] = data
+    range_server.cut[path] = len(data) // 2
+    urls = [dead_url, range_server.url(f"/gone/{name}.gz"), range_server.url(path)]
+    cache = tmp_path / "cache"
+    loaded = load_keyed_vectors(name, cache_dir=cache, urls=urls, md5=hashlib.md5(data).hexdigest(),
+                                progress=False, log=lambda m: None)
+    assert gensim_offline == [name]                                   # gensim-data was tried first
+    assert range_server.ranges(path) == [None, f"bytes={len(data) // 2}-"]
+    assert (cache / f"{name}.gz").read_bytes() == data
+    assert set(loaded.index_to_key) == set(WORDS)
+    for w, v in WORDS.items():
+        np.testing.assert_allclose(loaded[w], v, rtol=1e-6)
+
+
+def test_gensim_data_known_name_checked_against_its_md5(tmp_path, kv, gensim_offline, range_server):
+    """For a known gensim-data name the published md5 is checked: a file with other content is refused."""
+    name = "glove-wiki-gigaword-100"
+    data = release_asset(kv, tmp_path, binary=False)
+    range_server.files[f"/{name}.gz"] = data
+    with pytest.raises(Zs3Error, match=rf"got {hashlib.md5(data).hexdigest()}, expected 40ec481866001177b8cd4cb0df92924f"):
+        load_keyed_vectors(name, cache_dir=tmp_path / "cache", urls=[range_server.url(f"/{name}.gz")],
+                           progress=False, log=lambda m: None)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_gensim_data_all_fail_message(tmp_path, gensim_offline, range_server, dead_url):
+    """Nothing reachable: one error naming embedding.source, gensim's failure, each release URL
+    with its error, and the local alternatives."""
+    name = "word2vec-google-news-300"
+    urls = [dead_url, range_server.url(f"/{name}/{name}.gz")]
+    with pytest.raises(Zs3Error) as e:
+        load_keyed_vectors(name, cache_dir=tmp_path / "cache", urls=urls,
+                           local_file="embeddings/voc2012-word2vec-zs3.txt", progress=False, log=lambda m: None)
+    msg = str(e.value)
+    assert msg.startswith(f"embedding.source: cannot load the gensim-data vectors '{name}': "
+                          "gensim.downloader.load failed (OSError: <urlopen error [Errno 101] Network is unreachable>)")
+    assert f"{urls[0]} (ConnectionRefusedError" in msg and f"{urls[1]} (HTTP 404 Not Found)" in msg
+    assert "-S source=local (reads ${data_root}/embeddings/voc2012-word2vec-zs3.txt)" in msg
+    assert "-S embedding.source=/path/to/vectors.bin" in msg
+    assert gensim_offline == [name]
 
 
 def test_real_glove_resolves_every_camvid_class(shared_data):

@@ -368,8 +368,8 @@ def test_context_labelmap_missing(tmp_path, context_classes):
 def test_parse_extras_errors():
     """dataset.extra entries are validated and named by index."""
     assert parse_extras([], "voc") == {}
-    assert parse_extras([{"name": "sbd", "url": "u", "md5": None}], "voc") == \
-        {"sbd": {"url": "u", "md5": None, "source": None}}
+    assert parse_extras([{"name": "sbd", "urls": ["u", "v"], "md5": None}], "voc") == \
+        {"sbd": {"urls": ["u", "v"], "md5": None, "source": None}}
     with pytest.raises(Zs3Error, match=r"dataset\.extra\[0\]\.name: unknown extra archive 'coco'"):
         parse_extras([{"name": "coco"}], "voc")
     with pytest.raises(Zs3Error, match=r"dataset\.extra\[0\]\.name: 'sbd' completes the 'voc' layout, not 'context'"):
@@ -388,7 +388,7 @@ def test_preconverted_local_folder_is_copied_unchanged(tmp_path):
     before = {p.relative_to(tmp_path / "src"): p.read_bytes() for p in (tmp_path / "src").rglob("*") if p.is_file()}
     msgs = []
     root = prepare_dataset(str(tmp_path / "src"), tmp_path / "raw", "voc",
-                           extras=[{"name": "sbd", "url": "http://127.0.0.1:9/none.tgz", "md5": "0" * 32,
+                           extras=[{"name": "sbd", "urls": ["http://127.0.0.1:9/none.tgz"], "md5": "0" * 32,
                                     "source": "download"}], log=msgs.append, progress=False)
     assert root == tmp_path / "raw" / "VOCdevkit" / "VOC2012"
     after = {p.relative_to(tmp_path / "raw"): p.read_bytes() for p in (tmp_path / "raw").rglob("*") if p.is_file()}
@@ -456,9 +456,9 @@ def test_voc_sbd_download_split_embed_over_http(tmp_path, http_server):
     voc_tar = tar_of(make_voc2012(tmp_path / "vocsrc").parents[1], www / "VOCtrainval_11-May-2012.tar")
     sbd_tgz = tar_of(make_sbd(tmp_path / "sbdsrc").parents[1], www / "benchmark.tgz")
     p = yaml.safe_load(compose(["dataset=voc2012", "scale=tiny"], config_dir=REPO / "conf"))
-    p["dataset"]["url"], p["dataset"]["md5"] = f"{base}/{voc_tar.name}", md5_of(voc_tar)
+    p["dataset"]["urls"], p["dataset"]["md5"] = [f"{base}/{voc_tar.name}"], md5_of(voc_tar)
     assert [e["name"] for e in p["dataset"]["extra"]] == ["sbd"]
-    p["dataset"]["extra"][0].update(url=f"{base}/benchmark.tgz", md5=md5_of(sbd_tgz))
+    p["dataset"]["extra"][0].update(urls=[f"{base}/benchmark.tgz"], md5=md5_of(sbd_tgz))
     vec_file = tmp_path / "vectors.txt"
     write_vectors(vec_file, p["dataset"]["classes"])
     p["embedding"]["source"] = str(vec_file)
@@ -469,6 +469,9 @@ def test_voc_sbd_download_split_embed_over_http(tmp_path, http_server):
     voc = proj.root / "data/raw/VOCdevkit/VOC2012"
     assert (voc / "ImageSets/Segmentation/train_aug.txt").read_text().split() == TRAIN_AUG
     assert (proj.root / "data/.downloads/benchmark.tgz").is_file()     # cached for re-runs
+    assert json.loads((proj.root / "data/raw_source.json").read_text()) == {
+        "source": "download", "dataset_root": "VOCdevkit/VOC2012", "kind": "download",
+        "urls": [f"{base}/{voc_tar.name}"], "archive": f"data/.downloads/{voc_tar.name}"}
     assert not list((proj.root / "data").glob("**/benchmark_RELEASE"))  # extracted SBD removed
 
     proj.ok("split")
@@ -549,10 +552,11 @@ def test_extra_download_failure_names_the_extra(tmp_path, http_server):
     www, base = http_server
     voc_tar = tar_of(make_voc2012(tmp_path / "vocsrc").parents[1], www / "VOCtrainval_11-May-2012.tar")
     cache = tmp_path / "cache"
-    with pytest.raises(Zs3Error, match=r"dataset\.extra\[sbd\]\.url: download of http://127\.0\.0\.1:\d+/gone/benchmark"
-                                       r"\.tgz failed.*set dataset\.extra\[sbd\]\.source to a local archive"):
-        prepare_dataset("download", tmp_path / "raw", "voc", url=f"{base}/{voc_tar.name}", md5=md5_of(voc_tar),
-                        extras=[{"name": "sbd", "url": f"{base}/gone/benchmark.tgz", "md5": None}],
+    with pytest.raises(Zs3Error, match=r"dataset\.extra\[sbd\]\.urls: could not download benchmark\.tgz .*"
+                                       r"http://127\.0\.0\.1:\d+/gone/benchmark\.tgz \(HTTP 404.*"
+                                       r"give it as 'source' of the sbd entry"):
+        prepare_dataset("download", tmp_path / "raw", "voc", urls=[f"{base}/{voc_tar.name}"], md5=md5_of(voc_tar),
+                        extras=[{"name": "sbd", "urls": [f"{base}/gone/benchmark.tgz"], "md5": None}],
                         cache_dir=cache, log=lambda m: None, progress=False)
     assert sorted(q.name for q in cache.iterdir()) == [voc_tar.name]
 
@@ -563,7 +567,7 @@ def test_truncated_annotation_archive_is_named(tmp_path, context_classes):
     full = tar_of(make_context_annotations(tmp_path / "annsrc"), tmp_path / "full.tar.gz").read_bytes()
     cut = tmp_path / "trainval.tar.gz"
     cut.write_bytes(full[: len(full) // 2])
-    with pytest.raises(Zs3Error, match=r"dataset\.extra\[context\]: .*trainval\.tar\.gz: cannot be extracted"):
+    with pytest.raises(Zs3Error, match=r"dataset\.extra\[context\]\.source: .*trainval\.tar\.gz: cannot be extracted"):
         prepare_dataset(str(tmp_path / "vocsrc"), tmp_path / "raw", "context",
                         extras=[{"name": "context", "source": str(cut), "md5": None}],
                         classes=context_classes, log=lambda m: None, progress=False)
