@@ -4,11 +4,10 @@ Runs a few SGD iterations of the backbone of a scale on real CamVid frames, timi
 DataLoader (decode, rescale, crop, flip) apart from forward + backward + step, so that a
 scale's schedule (``backbone.iterations``) can be sized to a time budget.
 
-    python benchmarks/backbone_speed.py --scale cpu --iterations 12 [--workers 1] [--no-cache]
+    python benchmarks/backbone_speed.py --scale cpu --iterations 12 [--workers 1]
     python benchmarks/backbone_speed.py --scale cpu -S backbone.feature_dim=256
 
-Prints one line per setting: data s/it, compute s/it, total s/it (after a warm-up iteration,
-and after one pass over the images when the image cache is on). Time it alone: a second heavy
+Prints one line per setting: data s/it, compute s/it, total s/it (after a warm-up iteration). Time it alone: a second heavy
 job on the same cores halves the figures.
 """
 from __future__ import annotations
@@ -39,7 +38,6 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "camvid")
     ap.add_argument("--iterations", type=int, default=12)
     ap.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the scale's)")
-    ap.add_argument("--no-cache", action="store_true", help="decode every image every time")
     ap.add_argument("-S", dest="overrides", action="append", default=[], help="Hydra override, e.g. backbone.feature_dim=256")
     a = ap.parse_args()
     p = yaml.safe_load(compose([f"scale={a.scale}", "dataset=camvid", *a.overrides], ROOT / "conf"))
@@ -49,12 +47,8 @@ def main() -> None:
     lut = np.arange(256)
     lut[11] = 255
     ds = SegDataset(a.data, list_samples(a.data, "camvid", "train"), 11, 11, lut=lut, train=True,
-                    crop_size=b["crop_size"], scale_range=b["scale_range"], hflip=b["hflip"], blur=b["blur"],
-                    cache=b.get("cache_images", False) and not a.no_cache)
+                    crop_size=b["crop_size"], scale_range=b["scale_range"], hflip=b["hflip"], blur=b["blur"])
     workers = p["scale"]["num_workers"] if a.workers is None else a.workers
-    if ds._cache is not None:   # fill the cache once, as the first epoch would
-        for i in range(len(ds)):
-            ds.load(i)
     loader = DataLoader(ds, batch_size=b["batch_size"], shuffle=True, num_workers=workers, drop_last=True,
                         persistent_workers=workers > 0)
     model = DeepLabV3Plus(11, b["name"], b["output_stride"], b["feature_dim"]).train()
@@ -78,7 +72,7 @@ def main() -> None:
             data_t.append(t1 - t0)
             comp_t.append(t2 - t1)
     d, c = float(np.mean(data_t)), float(np.mean(comp_t))
-    print(f"scale={a.scale} {' '.join(a.overrides)} workers={workers} cache={ds._cache is not None}: "
+    print(f"scale={a.scale} {' '.join(a.overrides)} workers={workers}: "
           f"data {d:.3f} s/it, compute {c:.3f} s/it, total {d + c:.3f} s/it "
           f"(batch {b['batch_size']} x {b['crop_size']}², feature_dim {b['feature_dim']})")
 

@@ -2,7 +2,8 @@
 
 Usage (from the repository root):
 
-    python benchmarks/pipeline_timing.py -S dataset=camvid -S scale=cpu -S source=local
+    python benchmarks/pipeline_timing.py -S source=local          # the main job (CamVid, cpu, K=2) on local data
+    python benchmarks/pipeline_timing.py -S +experiment=camvid_cpu_k4 -S source=local
     python benchmarks/pipeline_timing.py --force        # dvc repro -f on the current params.yaml
     python benchmarks/pipeline_timing.py --report-only  # just print the tables of the workspace
 
@@ -28,11 +29,13 @@ def metrics_table(path: Path = Path("metrics/evaluate.json")) -> pd.DataFrame:
     rows = {}
     for split, models in m.items():
         for model, sc in models.items():
-            if not isinstance(sc, dict):
+            if not isinstance(sc, dict) or "seen" not in sc:
                 continue
-            row = {f"{g} {k}": sc[g][k] for g in ("seen", "unseen", "all") for k in ("PA", "MA", "mIoU")}
-            row["hIoU"] = sc["hIoU"]
-            rows[(split, model)] = row
+            for name, s in ((model, sc), (f"{model} (calibrated)", sc.get("calibrated"))):
+                if s:
+                    row = {f"{g} {k}": s[g][k] for g in ("seen", "unseen", "all") for k in ("PA", "MA", "mIoU")}
+                    row["hIoU"] = s["hIoU"]
+                    rows[(split, name)] = row
     return pd.DataFrame(rows).T.round(1)
 
 
@@ -65,7 +68,7 @@ def main() -> None:
     if feats.exists():
         f = json.loads(feats.read_text())
         print(f"feature cache: {f['cache_mb']} MB ({f['labelled_pixels']} labelled + {f['pool_pixels']} pool pixels)")
-    for name in ("split", "backbone", "self_train"):
+    for name in ("split", "backbone", "retrain", "calibration", "self_train"):
         p = Path(f"metrics/{name}.json")
         if p.exists():
             print(f"{name}: {p.read_text().strip()}")

@@ -63,7 +63,7 @@ def main() -> None:
     common = dict(num_classes=cs.num_classes, ignore_index=cs.ignore_index, lut=lut)
     train_ds = SegDataset(root, samples(train_df), train=True, crop_size=int(b["crop_size"]),
                           scale_range=b.get("scale_range", (0.5, 2.0)), hflip=bool(b.get("hflip", True)),
-                          blur=bool(b.get("blur", False)), cache=bool(b.get("cache_images", False)), **common)
+                          blur=bool(b.get("blur", False)), **common)
     val_ds = SegDataset(root, samples(val_df), train=False, eval_short_side=b.get("eval_short_side"), **common)
     workers = int(get(p, "scale.num_workers", 0))
     train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train_ds) > cfg.batch_size,

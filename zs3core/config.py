@@ -15,7 +15,6 @@ parameter behind DVC's back.
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,17 +26,19 @@ _NUM = (int, float)
 
 def spec(kind: Any, *, gt: float | None = None, ge: float | None = None, lt: float | None = None,
          le: float | None = None, choices: tuple | None = None, null: bool = False, item: Any = None,
-         min_items: int = 0, doc: str = ""):
+         min_items: int = 0, optional: bool = False, doc: str = ""):
     """A dataclass field carrying its validation rule.
 
     Args:
         kind: ``int``, ``float``, ``bool``, ``str``, ``list``, ``dict`` or a nested view class.
         gt / ge / lt / le: numeric bounds. choices: allowed values. null: ``None`` allowed.
         item: for lists, the type of each element (``int``, ``float``, ``str``).
-        min_items: for lists, the minimum length. doc: one line shown in errors.
+        min_items: for lists, the minimum length. optional: the key may be absent (then None).
+        doc: one line shown in errors.
     """
     return field(metadata={"kind": kind, "gt": gt, "ge": ge, "lt": lt, "le": le, "choices": choices,
-                           "null": null, "item": item, "min_items": min_items, "doc": doc})
+                           "null": null or optional, "item": item, "min_items": min_items, "optional": optional,
+                           "doc": doc})
 
 
 def _describe(m: dict) -> str:
@@ -129,12 +130,11 @@ def parse(cls, raw: dict, prefix: str):
     if unknown:
         raise Zs3Error(f"params.yaml: unknown key(s) {', '.join(f'{prefix}.{k}' for k in unknown)}; "
                        f"{prefix} has {', '.join(sorted(names))}")
-    hints = typing.get_type_hints(cls)
     values = {}
     for f in dataclasses.fields(cls):
         key = f"{prefix}.{f.name}"
         if f.name not in raw:
-            if "kind" in f.metadata and f.metadata["null"] and "Optional" in str(hints.get(f.name, "")):
+            if f.metadata.get("optional"):
                 values[f.name] = None
                 continue
             raise Zs3Error(f"params.yaml: missing key '{key}' ({_describe(f.metadata)})")
@@ -169,3 +169,250 @@ def load_yaml_params(path: str | Path = "params.yaml") -> dict:
     if not isinstance(p, dict):
         raise Zs3Error(f"{path}: expected a mapping of parameter groups")
     return p
+
+
+# ----------------------------------------------------------------------------- the groups
+POS = {"gt": 0}
+
+
+@dataclass(frozen=True)
+class DatasetParams:
+    """``dataset``: which dataset, where it comes from, its classes and split presets (conf/dataset/)."""
+
+    name: str = spec(str)
+    urls: tuple = spec(list, item=str, doc="download addresses, official first")
+    md5: str | None = spec(str, null=True)
+    extra: tuple = spec(list, doc="further archives: [{name, urls, md5, source}]")
+    local_dir: str = spec(str)
+    layout: str = spec(str, choices=("voc", "context", "camvid"))
+    use_aug: bool = spec(bool)
+    train_split: str = spec(str)
+    classes: tuple = spec(list, item=str, min_items=2)
+    ignore_index: int = spec(int, ge=0, le=255)
+    split_presets: dict = spec(dict)
+    source: str = spec(str, doc="'download' or a local archive / folder")
+
+    def check(self, prefix: str) -> None:
+        if len(set(self.classes)) != len(self.classes):
+            raise Zs3Error(f"params.yaml: {prefix}.classes holds a name twice: {list(self.classes)}")
+        for k, names in self.split_presets.items():
+            if not isinstance(k, int) or isinstance(k, bool) or not isinstance(names, list):
+                raise Zs3Error(f"params.yaml: {prefix}.split_presets must map an integer K to a list of class names, "
+                               f"got {k!r}: {names!r}")
+
+
+@dataclass(frozen=True)
+class ScaleParams:
+    """``scale``: image limits, device and workers of a scale (conf/scale/)."""
+
+    name: str = spec(str)
+    max_train_images: int | None = spec(int, ge=1, null=True)
+    max_eval_images: int | None = spec(int, ge=1, null=True)
+    device: str = spec(str, doc="auto, cpu, cuda or cuda:N")
+    num_workers: int = spec(int, ge=0)
+
+    def check(self, prefix: str) -> None:
+        d = self.device
+        if not (d in ("auto", "cpu", "cuda") or (d.startswith("cuda:") and d[5:].isdigit())):
+            raise Zs3Error(f"params.yaml: {prefix}.device must be auto, cpu, cuda or cuda:N, got {d!r}")
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    """``split``: the unseen classes (preset K or names) and the training protocol."""
+
+    k: int | None = spec(int, ge=1, null=True)
+    unseen: tuple = spec(list, item=str)
+    filter: str = spec(str, choices=("drop", "ignore", "oracle"))
+    min_kept_warning: int = spec(int, ge=0)
+
+
+@dataclass(frozen=True)
+class EmbeddingParams:
+    """``embedding``: the class-name vectors."""
+
+    normalize: bool = spec(bool)
+    gensim_name: str = spec(str)
+    local_file: str = spec(str)
+    aliases: dict = spec(dict)
+    source: str = spec(str)
+
+
+@dataclass(frozen=True)
+class BackboneParams:
+    """``backbone``: DeepLabv3+ and its supervised training on the seen classes (step 0)."""
+
+    name: str = spec(str, choices=("resnet18", "resnet34", "resnet50", "resnet101"))
+    pretrained: bool = spec(bool)
+    output_stride: int = spec(int, choices=(8, 16))
+    feature_dim: int = spec(int, ge=1)
+    crop_size: int = spec(int, ge=8)
+    scale_range: tuple = spec(list, item=float, min_items=2)
+    hflip: bool = spec(bool)
+    blur: bool = spec(bool)
+    eval_short_side: int | None = spec(int, ge=8, null=True)
+    batch_size: int = spec(int, ge=1)
+    epochs: int | None = spec(int, ge=1, null=True)
+    iterations: int | None = spec(int, ge=1, null=True)
+    lr: float = spec(float, gt=0)
+    head_lr_mult: float = spec(float, gt=0)
+    momentum: float = spec(float, ge=0, lt=1)
+    weight_decay: float = spec(float, ge=0)
+    poly_power: float = spec(float, ge=0)
+    val_every: int = spec(int, ge=1)
+    val_max_images: int | None = spec(int, ge=1, null=True)
+    amp: bool = spec(bool)
+    class_weighting: str = spec(str, choices=("none", "enet", "median_freq"))
+    class_weight_cap: float | None = spec(float, gt=0, null=True)
+    channels_last: bool = spec(bool)
+
+    def check(self, prefix: str) -> None:
+        lo, hi = self.scale_range[0], self.scale_range[-1]
+        if len(self.scale_range) != 2 or not 0 < lo <= hi:
+            raise Zs3Error(f"params.yaml: {prefix}.scale_range must be [low, high] with 0 < low <= high, "
+                           f"got {list(self.scale_range)}")
+        if self.epochs is None and self.iterations is None:
+            raise Zs3Error(f"params.yaml: set {prefix}.epochs or {prefix}.iterations (both are null)")
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    """``features``: how many pixel features the cache keeps."""
+
+    pixels_per_class: int = spec(int, ge=1)
+    pool_pixels_per_image: int = spec(int, ge=1)
+
+
+@dataclass(frozen=True)
+class MMDParams:
+    """``generator.mmd``: the kernel convention and bandwidths (zs3core/mmd.py)."""
+
+    convention: str = spec(str, choices=("official", "paper"))
+    bandwidths: tuple = spec(list, item=float, min_items=1)
+
+    def check(self, prefix: str) -> None:
+        if min(self.bandwidths) <= 0:
+            raise Zs3Error(f"params.yaml: {prefix}.bandwidths must all be > 0, got {list(self.bandwidths)}")
+
+
+@dataclass(frozen=True)
+class PrimitiveParams:
+    """``generator.primitive``: PADing's primitive generator and its structure losses."""
+
+    num_primitives: int = spec(int, ge=1)
+    layers: int = spec(int, ge=1)
+    heads: int = spec(int, ge=1)
+    ff_dim: int = spec(int, ge=1)
+    dropout: float = spec(float, ge=0, lt=1)
+    alignment: bool = spec(bool)
+    disentangle: bool = spec(bool)
+    temperature: float = spec(float, gt=0)
+    structure_weight: float = spec(float, ge=0)
+    align_weight: float = spec(float, ge=0)
+    kl_weight: float = spec(float, ge=0)
+    relation_weight: float = spec(float, ge=0)
+    recon_weight: float = spec(float, ge=0)
+    disentangle_dropout: float = spec(float, ge=0, lt=1)
+    output_head: str = spec(str, choices=("layernorm", "linear_relu"))
+
+
+@dataclass(frozen=True)
+class GeneratorParams:
+    """``generator``: the feature generator of step 1 (conf/generator/)."""
+
+    kind: str = spec(str)
+    hidden: int = spec(int, ge=1)
+    noise_dim: int | None = spec(int, ge=1, null=True)
+    leaky_slope: float = spec(float, ge=0)
+    dropout: float = spec(float, ge=0, lt=1)
+    mmd: MMDParams = spec(MMDParams)
+    lr: float = spec(float, gt=0)
+    steps: int = spec(int, ge=1)
+    samples_per_class: int = spec(int, ge=2)
+    graphs_per_step: int = spec(int, ge=1)
+    primitive: PrimitiveParams | None = spec(PrimitiveParams, optional=True)
+
+    def check(self, prefix: str) -> None:
+        from zs3core.generators import KINDS
+
+        if self.kind not in KINDS:
+            raise Zs3Error(f"params.yaml: {prefix}.kind must be one of {sorted(KINDS)}, got {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class ClassifierParams:
+    """``classifier``: step 2's recipe (ZS3Net, ZS5Net, the ceiling; DeViSE uses epochs, batch, lr)."""
+
+    generated_per_unseen: int = spec(int, ge=1)
+    generated_per_seen: int = spec(int, ge=0)
+    unseen_weight: float = spec(float, gt=0)
+    epochs: int = spec(int, ge=1)
+    batch_size: int = spec(int, ge=1)
+    lr: float = spec(float, gt=0)
+    weight_decay: float = spec(float, ge=0)
+
+
+@dataclass(frozen=True)
+class CalibrationParams:
+    """``calibration``: the zero-shot cross-validation of γ (zs3core/calibration.py)."""
+
+    models: tuple = spec(list, item=str, choices=("zs3net", "devise", "real_feature_ceiling"))
+    folds: int = spec(int, ge=1)
+    val_fraction: float = spec(float, gt=0, lt=1)
+    grid: int = spec(int, ge=2)
+    generator_steps: int | None = spec(int, ge=1, null=True)
+
+
+@dataclass(frozen=True)
+class SelfTrainingParams:
+    """``self_training``: ZS5Net's pseudo-labels."""
+
+    top_p: float = spec(float, ge=0, le=100)
+
+
+@dataclass(frozen=True)
+class EvaluationParams:
+    """``evaluation``: the splits scored and the qualitative panels drawn."""
+
+    splits: tuple = spec(list, item=str, min_items=1)
+    panels: int = spec(int, ge=0)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every parameter group of params.yaml, validated (:func:`load_config`)."""
+
+    seed: int = spec(int, ge=0)
+    data_root: str | None = spec(str, null=True)
+    dataset: DatasetParams = spec(DatasetParams)
+    scale: ScaleParams = spec(ScaleParams)
+    split: SplitParams = spec(SplitParams)
+    embedding: EmbeddingParams = spec(EmbeddingParams)
+    backbone: BackboneParams = spec(BackboneParams)
+    features: FeatureParams = spec(FeatureParams)
+    generator: GeneratorParams = spec(GeneratorParams)
+    classifier: ClassifierParams = spec(ClassifierParams)
+    calibration: CalibrationParams = spec(CalibrationParams)
+    self_training: SelfTrainingParams = spec(SelfTrainingParams)
+    evaluation: EvaluationParams = spec(EvaluationParams)
+
+
+def config_from_dict(raw: dict) -> Config:
+    """Validate a composed params mapping into a :class:`Config` (errors name the key)."""
+    if not isinstance(raw, dict):
+        raise Zs3Error(f"params.yaml: expected a mapping of parameter groups, got {raw!r}")
+    names = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise Zs3Error(f"params.yaml: unknown group(s) or key(s) {unknown}; known: {sorted(names)}")
+    values = {}
+    for f in dataclasses.fields(Config):
+        if f.name not in raw:
+            raise Zs3Error(f"params.yaml: missing key '{f.name}'")
+        values[f.name] = _value(f.name, raw[f.name], f.metadata)
+    return Config(**values)
+
+
+def load_config(path: str | Path = "params.yaml") -> Config:
+    """Read and validate params.yaml (see the module docstring)."""
+    return config_from_dict(load_yaml_params(path))

@@ -49,9 +49,6 @@ class SegDataset(Dataset):
             ``eval_short_side`` (if set) and labels stay at full resolution.
         crop_size, scale_range, hflip, blur: training augmentation.
         eval_short_side: short side of images at evaluation time (None = native).
-        cache: keep every decoded image and label in memory after its first read (for small
-            datasets such as CamVid: 367 frames take 250 MB; decoding is then paid once per
-            image instead of once per epoch). Results are identical either way.
 
     ``__getitem__`` returns (image (3, H, W) float32, target (H', W') int64, index).
     In training H = H' = crop_size; in evaluation the target keeps the label's resolution.
@@ -60,7 +57,7 @@ class SegDataset(Dataset):
     def __init__(self, root: Path, samples: list[Sample], num_classes: int, ignore_index: int,
                  lut: np.ndarray | None = None, train: bool = False, crop_size: int = 512,
                  scale_range=(0.5, 2.0), hflip: bool = True, blur: bool = False,
-                 eval_short_side: int | None = None, cache: bool = False):
+                 eval_short_side: int | None = None):
         self.root, self.samples = Path(root), list(samples)
         self.num_classes, self.ignore_index = num_classes, ignore_index
         if lut is None:
@@ -68,7 +65,6 @@ class SegDataset(Dataset):
             lut[ignore_index] = IGNORE
         self.lut = torch.as_tensor(lut, dtype=torch.int64)
         self.train, self.scale_range, self.eval_short_side = train, tuple(scale_range), eval_short_side
-        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = {} if cache else None
         ops = [v2.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE})]
         if hflip:
             ops.append(v2.RandomHorizontalFlip())
@@ -81,15 +77,10 @@ class SegDataset(Dataset):
 
     def load(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw (3, H, W) uint8 image and (H, W) int64 target of sample i (LUT applied)."""
-        if self._cache is not None and i in self._cache:
-            img, lab = self._cache[i]
-            return img, self.lut[lab.long()]
         s = self.samples[i]
         img = torch.from_numpy(np.array(read_image(self.root, s))).permute(2, 0, 1).contiguous()
         lab = torch.from_numpy(read_label(self.root, s, self.num_classes, self.ignore_index)).long()
         check_same_size(self.root, s, tuple(img.shape[1:]), tuple(lab.shape))
-        if self._cache is not None:
-            self._cache[i] = (img, lab.to(torch.uint8))
         return img, self.lut[lab]
 
     def __getitem__(self, i: int):
