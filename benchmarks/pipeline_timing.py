@@ -42,12 +42,14 @@ def metrics_table(path: Path = Path("metrics/evaluate.json")) -> pd.DataFrame:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-S", "--set-param", action="append", default=[], help="Hydra override passed to dvc exp run")
+    ap.add_argument("-n", "--name", help="experiment name (dvc exp run -n)")
     ap.add_argument("--force", action="store_true", help="dvc repro -f instead of dvc exp run")
     ap.add_argument("--report-only", action="store_true")
     a = ap.parse_args()
     times: dict[str, float] = {}
     if not a.report_only:
-        cmd = ["dvc", "repro", "-f"] if a.force else ["dvc", "exp", "run"] + [x for s in a.set_param for x in ("-S", s)]
+        cmd = ["dvc", "repro", "-f"] if a.force else ["dvc", "exp", "run", *(["-n", a.name] if a.name else []),
+                                                      *[x for s in a.set_param for x in ("-S", s)]]
         t0 = time.time()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert proc.stdout is not None
