@@ -7,7 +7,7 @@ Usage (from the repository root):
     python benchmarks/pipeline_timing.py --force        # dvc repro -f on the current params.yaml
     python benchmarks/pipeline_timing.py --report-only  # just print the tables of the workspace
 
-Each stage prints "[name] done in N s" (stages/common.py); this script collects those lines.
+Each stage prints "[name] done in N s" (zs3core/stage.py); this script collects those lines.
 """
 from __future__ import annotations
 

@@ -1,29 +1,30 @@
-"""Stage 3, embed: class-name vectors a[c] with gensim KeyedVectors, and their similarity heatmap."""
+"""Stage embed: class-name vectors a[c] (ZS3Net §2.2, word2vec) with gensim KeyedVectors, and their
+cosine-similarity heatmap. Outputs: data/embed/class_embeddings.pt, plots/embed/similarity.png."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 
-from stages.common import EMBED, params, run
+from zs3core.stage import run
 from zs3core.embeddings import class_vectors, cosine_similarity, load_keyed_vectors
-from zs3core.io import StageOutputs
-from zs3core.params import get
 from zs3core.viz import save_heatmap
 
+EMBED = Path("data/embed/class_embeddings.pt")
 
-def main() -> None:
-    p = params()
-    classes = list(get(p, "dataset.classes", types=list))
-    source = str(get(p, "embedding.source"))
-    kv = load_keyed_vectors(source, local_file=get(p, "embedding.local_file", None))
-    emb, how = class_vectors(classes, kv, get(p, "embedding.aliases", {}) or {}, bool(get(p, "embedding.normalize", True)))
+
+def main(st) -> None:
+    e, classes = st.cfg.embedding, list(st.cfg.dataset.classes)
+    kv = load_keyed_vectors(e.source, local_file=e.local_file)
+    emb, how = class_vectors(classes, kv, e.aliases, e.normalize)
     for c, h in zip(classes, how):
         print(f"  {c:>14s}: {h}")
-    with StageOutputs() as out:
+    with st.outputs() as out:
         out.write(EMBED, lambda f: torch.save({"embeddings": torch.from_numpy(emb), "classes": classes,
-                                              "resolved": how, "source": source}, f))
+                                              "resolved": how, "source": e.source}, f))
         save_heatmap(out.path("plots/embed/similarity.png"), cosine_similarity(emb), classes,
-                     f"cosine similarity of class embeddings ({source.split('/')[-1]})", cmap="magma")
-    print(f"{len(classes)} class vectors of size {emb.shape[1]} from {source}")
+                     f"cosine similarity of class embeddings ({e.source.split('/')[-1]})", cmap="magma")
+    print(f"{len(classes)} class vectors of size {emb.shape[1]} from {e.source}")
 
 
 if __name__ == "__main__":

@@ -226,3 +226,19 @@ def cross_validate(features: torch.Tensor, labels: torch.Tensor, image: torch.Te
             "folds": [{"pseudo_unseen": list(f.pseudo_unseen), "train_images": len(f.train_rows),
                        "val_images": len(f.val_rows), "val_features": len(fs[0])} for f, fs in zip(folds, fold_scores)]}
 
+
+
+def calibration_report(found: dict, names) -> tuple[dict, "pd.DataFrame"]:
+    """metrics/calibration.json and the long (model, γ, mean hIoU) curve table, from
+    {model: :func:`cross_validate` result}. ZS5Net is given ZS3Net's γ."""
+    import pandas as pd
+
+    results, rows = {}, []
+    for model, r in found.items():
+        results[model] = {"gamma": round(r["gamma"], 6), "cv_hIoU": round(r["hIoU"], 3),
+                          "cv_uncalibrated_hIoU": round(r["uncalibrated_hIoU"], 3),
+                          "folds": [{**f, "pseudo_unseen": [names[u] for u in f["pseudo_unseen"]]} for f in r["folds"]]}
+        rows += [{"model": model, "gamma": float(g), "hIoU": float(h)} for g, h in zip(r["gammas"], r["curves"].mean(0))]
+    if "zs3net" in results:
+        results["zs5net"] = {"gamma": results["zs3net"]["gamma"], "from": "zs3net"}
+    return results, pd.DataFrame(rows, columns=["model", "gamma", "hIoU"])

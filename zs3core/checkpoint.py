@@ -1,9 +1,10 @@
-"""Resumable training loops: periodic checkpoints of modules, optimiser, RNG states and curves.
+"""Resumable training loops: the one checkpoint format (modules, optimisers, schedulers, RNG
+states, curves) of every loop.
 
-Every training loop of the pipeline (backbone: :mod:`zs3core.train`; generators, classifiers,
-DeViSE) can be interrupted and restarted: the stage passes a :class:`Checkpoint` bound to a
-file under ``data/.work`` and to a hash of its settings; the loop calls :meth:`Checkpoint.restore`
-before its first step and :meth:`Checkpoint.save` every ``every`` steps (or epochs). A restart
+Every training loop of the pipeline (backbone, generators, classifiers, DeViSE; all run by
+:func:`zs3core.loop.run_steps`) can be interrupted and restarted: the stage passes a
+:class:`Checkpoint` bound to a file under ``data/.work`` and to a hash of its settings; the loop
+restores it before its first step and saves it every ``every`` steps (or epochs). A restart
 with the same settings continues after the last saved step with the same random streams, so it
 ends with the same weights as an uninterrupted run; a checkpoint of other settings is ignored.
 """
@@ -63,3 +64,19 @@ class Checkpoint:
     def clear(self) -> None:
         """Remove the file once the loop finished and its outputs are written."""
         self.path.unlink(missing_ok=True)
+
+
+WORK = Path("data/.work")
+"""Where interrupted training loops keep their checkpoints (not a DVC output)."""
+
+
+def stage_checkpoint(name: str, settings, inputs, every: int) -> Checkpoint:
+    """The checkpoint of a stage's training loop in :data:`WORK`, bound to ``settings`` (any
+    JSON-able object: the params the loop depends on) and to the size and modification time of
+    its input files, so that a checkpoint of other settings or other inputs is ignored."""
+    import os
+
+    from zs3core.runtime import config_hash
+
+    stamp = [(str(f), os.path.getsize(f), os.path.getmtime(f)) for f in inputs if Path(f).exists()]
+    return Checkpoint(WORK / f"{name}_checkpoint.pt", config_hash({"settings": settings, "inputs": stamp}), every)

@@ -13,12 +13,11 @@ import torch
 from zs3core.calibration import Fold, Scorer
 from zs3core.ceiling import real_unseen_features
 from zs3core.devise import train_devise
-from zs3core.generation import sample_context
-from zs3core.generators import FitData, SampleContext
+from zs3core.generators import FitData, SampleContext, sample_context
 from zs3core.retrain import fit_classifier
 
 
-def fold_scorers(kind, generator_params: dict, cfg, data, num_classes: int, rng: torch.Generator,
+def fold_scorers(kind, generator_params, cfg, data, num_classes: int, rng: torch.Generator,
                  device: torch.device) -> dict:
     """The ``fit_scorer`` of each calibrated model, for :func:`zs3core.calibration.cross_validate`:
     {"zs3net" | "devise" | "real_feature_ceiling": fit_scorer(fold, train_mask) -> scorer}.
@@ -37,7 +36,7 @@ def fold_scorers(kind, generator_params: dict, cfg, data, num_classes: int, rng:
 
     Args:
         kind: the :class:`zs3core.generators.GeneratorKind`. generator_params: its params
-            (``steps`` may be lowered for the folds). cfg: :class:`zs3core.retrain.ClassifierConfig`.
+            (:class:`zs3core.config.GeneratorParams`). cfg: the ``classifier`` view.
         data: :class:`zs3core.generators.FitData` of the labelled cache (seen-class rows).
         num_classes: C. rng: seeded CPU generator. device: where to train.
     """
@@ -79,7 +78,7 @@ def fold_scorers(kind, generator_params: dict, cfg, data, num_classes: int, rng:
 
 
 def select_gammas(labelled: dict, label_maps: dict, pixel_counts, seen, unseen, void, embeddings: torch.Tensor,
-                  kind, generator_params: dict, cfg, models, folds: int, val_fraction: float, grid: int,
+                  kind, generator_params, cfg, models, folds: int, val_fraction: float, grid: int,
                   rng: torch.Generator, device: torch.device) -> dict:
     """γ of every model in ``models`` by zero-shot cross-validation, reading no unseen label.
 
@@ -94,7 +93,7 @@ def select_gammas(labelled: dict, label_maps: dict, pixel_counts, seen, unseen, 
         pixel_counts: (R, C) pixels per class and image row (manifest).
         seen / unseen / void: class ids. embeddings: (C, d_a).
         kind, generator_params, cfg: the generator kind, its params and the
-            :class:`zs3core.retrain.ClassifierConfig`, as in the pipeline.
+            ``classifier`` views of :mod:`zs3core.config`, as in the pipeline.
         models: names among ``zs3net``, ``devise``, ``real_feature_ceiling``.
         folds, val_fraction, grid: :func:`zs3core.calibration.make_folds`, :func:`cross_validate`.
 

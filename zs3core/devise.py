@@ -11,10 +11,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from zs3core.checkpoint import Checkpoint
 from zs3core.io import require_finite
+from zs3core.loop import run_steps
 
 
 class DeViSEHead(nn.Module):
@@ -45,31 +45,30 @@ class DeViSEHead(nn.Module):
 
 
 def train_devise(feats: torch.Tensor, labels: torch.Tensor, emb: torch.Tensor, epochs: int, batch_size: int,
-                 lr: float, generator: torch.Generator, device: torch.device,
-                 ckpt: Checkpoint | None = None) -> tuple[DeViSEHead, list[float]]:
-    """Fit P with the cosine loss on real seen pixel features.
+                 lr: float, rng: torch.Generator, device: torch.device,
+                 ckpt: Checkpoint | None = None, on_epoch=None) -> tuple[DeViSEHead, list[float]]:
+    """Fit P with the cosine loss on real seen pixel features (Adam, mini-batches shuffled with ``rng``).
 
     Args:
         feats: (N, d_x) features of seen classes (any float dtype); labels: (N,) int64 class ids.
         emb: (C, d_a) class embeddings (all classes; only the seen rows are used in training).
-        ckpt: optional :class:`zs3core.checkpoint.Checkpoint`, saved every ``ckpt.every`` epochs.
+        ckpt: optional checkpoint, saved every ``ckpt.every`` epochs. on_epoch: see
+            :func:`zs3core.loop.run_steps`.
 
     Returns:
         (head on cpu in eval mode, mean loss per epoch).
 
     Raises:
-        ValueError: no features.
+        ValueError: no features. Zs3Error: a non-finite loss.
     """
     if len(feats) == 0:
         raise ValueError("train_devise needs at least one feature")
     head = DeViSEHead(feats.shape[1], emb).to(device)
     opt = torch.optim.Adam(head.proj.parameters(), lr=lr)
     feats = feats.float()
-    state = {"head": head, "opt": opt}
-    start, extra = ckpt.restore(state, generator) if ckpt else (0, {})
-    losses = extra.get("losses", [])
-    for epoch in tqdm(range(start, epochs), desc="DeViSE projection", leave=False, initial=start, total=epochs):
-        perm = torch.randperm(len(feats), generator=generator)
+
+    def epoch_step(epoch: int) -> dict:
+        perm = torch.randperm(len(feats), generator=rng)
         tot = 0.0
         for i in range(0, len(perm), batch_size):
             idx = perm[i:i + batch_size]
@@ -80,10 +79,11 @@ def train_devise(feats: torch.Tensor, labels: torch.Tensor, emb: torch.Tensor, e
             loss.backward()
             opt.step()
             tot += loss.item() * len(idx)
-        losses.append(tot / len(feats))
-        if ckpt and ckpt.due(epoch + 1):
-            ckpt.save(epoch + 1, state, generator, {"losses": losses})
-    return head.cpu().eval(), losses
+        return {"loss": tot / len(feats)}
+
+    curves = run_steps(epoch_step, epochs, {"head": head, "opt": opt}, rng, ckpt, "DeViSE projection", on_epoch,
+                       unit="epoch")
+    return head.cpu().eval(), curves.get("loss", [])
 
 
 def save_devise(head: DeViSEHead, path, losses: list[float]) -> None:

@@ -207,3 +207,16 @@ def cosine_similarity(emb: np.ndarray) -> np.ndarray:
     """(C, C) cosine similarity of the rows of a (C, d) matrix."""
     e = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     return e @ e.T
+
+
+def load_class_embeddings(path) -> "torch.Tensor":
+    """(C, d_a) float32 class embeddings written by the embed stage (``data/embed/class_embeddings.pt``).
+
+    Raises:
+        Zs3Error: the file is missing.
+    """
+    import torch
+
+    if not Path(path).exists():
+        raise Zs3Error(f"{path}: missing; run the embed stage first (dvc repro embed)")
+    return torch.load(path, weights_only=False)["embeddings"].float()

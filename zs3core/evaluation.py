@@ -26,6 +26,9 @@ from zs3core.metrics import confusion_matrix
 from zs3core.models.deeplab import upsample_logits
 
 PROTOCOLS = ("generalized", "vanilla", "calibrated")
+MODEL_TITLES = {"seen_only": "seen-only", "devise": "DeViSE", "zs3net": "ZS3Net", "zs5net": "ZS5Net",
+                "real_feature_ceiling": "real-feature ceiling (diagnostic)", "oracle": "supervised oracle"}
+"""Display name of every scored model (stages, figures, report)."""
 
 
 def full_scores(logits: torch.Tensor, ids, num_classes: int) -> torch.Tensor:
@@ -127,3 +130,51 @@ def evaluate_split(backbone, heads: dict, dataset, trained, unseen, num_classes:
         if panel is not None:
             panels[i] = panel
     return {k: {p: c.numpy() for p, c in v.items()} for k, v in conf.items()}, panels
+
+
+def summarize(conf: dict, seen, unseen, models, gammas: dict, names) -> tuple[dict, list[dict]]:
+    """The scores of one split and its per-class IoU rows, from :func:`evaluate_split`'s confusions.
+
+    Returns:
+        ({model: {seen, unseen, all, hIoU, vanilla?, calibrated?: {gamma, seen, unseen, all,
+        hIoU}}, transfer_efficiency?: {model: {uncalibrated, calibrated}}}, [{class, group,
+        pixels, <model>: IoU, <model>@calibrated: IoU}]). Transfer efficiency is reported when
+        the real-feature ceiling was scored (:mod:`zs3core.ceiling`).
+    """
+    from zs3core.ceiling import transfer_efficiency
+    from zs3core.metrics import group_scores, per_class_iou, zsl_scores
+
+    res = {}
+    for m in models:
+        res[m] = zsl_scores(conf[m]["generalized"], seen, unseen)
+        if "vanilla" in conf[m]:
+            res[m]["vanilla"] = group_scores(conf[m]["vanilla"], unseen)
+        if "calibrated" in conf[m]:
+            res[m]["calibrated"] = {"gamma": gammas[m], **zsl_scores(conf[m]["calibrated"], seen, unseen)}
+    ceil = res.get("real_feature_ceiling")
+    if ceil is not None:
+        res["transfer_efficiency"] = {
+            m: {"uncalibrated": transfer_efficiency(res[m]["unseen"]["mIoU"], ceil["unseen"]["mIoU"]),
+                "calibrated": transfer_efficiency(res[m]["calibrated"]["unseen"]["mIoU"], ceil["calibrated"]["unseen"]["mIoU"])
+                if "calibrated" in res[m] and "calibrated" in ceil else None}
+            for m in models if m in ("devise", "zs3net", "zs5net")}
+    ious = {f"{m}{s}": per_class_iou(conf[m][p]) for m in models
+            for s, p in (("", "generalized"), ("@calibrated", "calibrated")) if p in conf[m]}
+    first = next(iter(models))
+    rows = [{"class": name, "group": "unseen" if c in unseen else "seen", "pixels": int(conf[first]["generalized"][c].sum()),
+             **{k: None if np.isnan(v[c]) else round(float(v[c]), 2) for k, v in ious.items()}}
+            for c, name in enumerate(names)]
+    return res, rows
+
+
+def score_lines(res: dict, titles: dict) -> list[str]:
+    """One printed line per model: seen / unseen mIoU and hIoU, uncalibrated and calibrated."""
+    lines = []
+    for m, title in titles.items():
+        r = res[m]
+        line = f"  {title:>36s}: seen {r['seen']['mIoU']:5.1f} unseen {r['unseen']['mIoU']:5.1f} hIoU {r['hIoU']:5.1f}"
+        if "calibrated" in r:
+            c = r["calibrated"]
+            line += f" | calibrated (γ={c['gamma']:.3g}) seen {c['seen']['mIoU']:5.1f} unseen {c['unseen']['mIoU']:5.1f} hIoU {c['hIoU']:5.1f}"
+        lines.append(line)
+    return lines

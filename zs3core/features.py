@@ -33,20 +33,20 @@ def downsample_labels(target: torch.Tensor, size: tuple[int, int]) -> torch.Tens
     return F.interpolate(target[None, None].float(), size=size, mode="nearest")[0, 0].long()
 
 
-def sample_per_class(labels: torch.Tensor, classes, k: int, generator: torch.Generator) -> torch.Tensor:
+def sample_per_class(labels: torch.Tensor, classes, k: int, rng: torch.Generator) -> torch.Tensor:
     """Indices of at most ``k`` random positions of each class in a flat (n,) label vector."""
     picks = []
     for c in classes:
         idx = torch.nonzero(labels == c).squeeze(1)
         if len(idx) > k:
-            idx = idx[torch.randperm(len(idx), generator=generator)[:k]]
+            idx = idx[torch.randperm(len(idx), generator=rng)[:k]]
         picks.append(idx)
     return torch.cat(picks) if picks else torch.zeros(0, dtype=torch.long)
 
 
 @torch.no_grad()
 def extract(model, dataset, rows, seen, pixels_per_class: int, pool_rows, pool_pixels: int,
-            generator: torch.Generator, device: torch.device, channels_last: bool = False) -> tuple[dict, dict, dict]:
+            rng: torch.Generator, device: torch.device, channels_last: bool = False) -> tuple[dict, dict, dict]:
     """Run the backbone over images and sample pixel features.
 
     Args:
@@ -81,12 +81,12 @@ def extract(model, dataset, rows, seen, pixels_per_class: int, pool_rows, pool_p
         maps[i] = t2.clamp(0, 255).to(torch.uint8)
         t = t2.reshape(-1)
         if i in rows:
-            idx = sample_per_class(t, seen, pixels_per_class, generator)
+            idx = sample_per_class(t, seen, pixels_per_class, rng)
             lab["features"].append(f[idx].half())
             lab["labels"].append(t[idx])
             lab["image"].append(torch.full((len(idx),), i))
         if i in pool_rows:
-            idx = torch.randperm(h * w, generator=generator)[:pool_pixels]
+            idx = torch.randperm(h * w, generator=rng)[:pool_pixels]
             pool["features"].append(f[idx].half())
             pool["labels"].append(t[idx])
             pool["image"].append(torch.full((len(idx),), i))
@@ -137,3 +137,11 @@ def check_cache(cache: dict, path) -> None:
         name = ids[row] if row < len(ids) else f"row {row}"
         raise Zs3Error(f"{path}: {int(bad.sum())} non-finite feature(s) (NaN/Inf), first in image id '{name}'; "
                        "the backbone or the image is broken: rerun extract_features (dvc repro -f extract_features)")
+
+
+def cache_report(labelled: dict, pool: dict, rows, pool_rows, names, seen, sizes_mb: float, seconds: float) -> dict:
+    """metrics/features.json: how many features and images each cache holds, its size, time taken."""
+    return {"labelled_pixels": len(labelled["labels"]), "pool_pixels": len(pool["labels"]),
+            "labelled_images": len(rows), "pool_images": len(pool_rows), "cache_mb": round(sizes_mb, 2),
+            "feature_dim": int(labelled["features"].shape[1]), "seconds": round(seconds, 1),
+            "labelled_pixels_per_class": {names[c]: int((labelled["labels"] == c).sum()) for c in seen}}

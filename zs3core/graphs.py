@@ -3,7 +3,7 @@
 A label map is turned into the graph G = (V, E) of its semantic connected components: each
 node is one 4-connected region of a single class, and two nodes are joined when their regions
 share a boundary (they are then of different classes). The graph-context generator
-(:mod:`zs3core.models.gcn`) is conditioned on such graphs; the graph convolution uses Kipf and
+(:mod:`zs3core.generators.gc`) is conditioned on such graphs; the graph convolution uses Kipf and
 Welling's renormalised adjacency D^-1/2 (A + I) D^-1/2 (ICLR 2017, eq. 2).
 
 Connected components come from ``scipy.ndimage.label``; everything else is numpy/torch.
@@ -114,3 +114,22 @@ def batch_graphs(graphs: list[RegionGraph]) -> tuple[torch.Tensor, torch.Tensor,
     cls, prop = stack_graphs(graphs, [normalized_adjacency(torch.from_numpy(g.adjacency)) for g in graphs])
     owner = torch.cat([torch.full((g.num_nodes,), i, dtype=torch.long) for i, g in enumerate(graphs)])
     return cls, prop.to_dense(), owner
+
+
+def mask_graphs(maps: dict, rows, ignore) -> dict[int, RegionGraph]:
+    """Connected-component graphs of label maps.
+
+    Args:
+        maps: {row: (h, w) uint8 label map at feature resolution} (extract_features).
+        rows: which rows to use. ignore: class ids that form no node (void; for training
+            graphs also the unseen classes).
+
+    Returns:
+        {row: RegionGraph} for the rows whose graph has at least one node.
+    """
+    out = {}
+    for r in rows:
+        g = region_graph(maps[r].numpy(), ignore=tuple(ignore))
+        if g.num_nodes:
+            out[int(r)] = g
+    return out

@@ -33,15 +33,23 @@ class StageOutputs:
 
     On a normal exit every staged path replaces its destination (files and folders); on an
     exception the staging folder is deleted and no destination is touched.
+
+    Args:
+        root: where the staging folder ``.zs3-stage-<pid>-*`` is made (same file system).
+        before_publish: called after the block, before anything is published; an exception
+            from it publishes nothing (the stages check that their params did not change).
+        record: (path, text) written as one more output on success (the params a stage used).
     """
 
-    def __init__(self, root: str | Path = "."):
+    def __init__(self, root: str | Path = ".", before_publish: Callable[[], None] | None = None,
+                 record: tuple[str | Path, str] | None = None):
         self.root = Path(root)
         self._staged: dict[Path, Path] = {}
         self._tmp: Path | None = None
+        self.before_publish, self.record = before_publish, record
 
     def __enter__(self) -> StageOutputs:
-        self._tmp = Path(tempfile.mkdtemp(prefix=".zs3-stage-", dir=self.root))
+        self._tmp = Path(tempfile.mkdtemp(prefix=f".zs3-stage-{os.getpid()}-", dir=self.root))
         return self
 
     def path(self, dest: str | Path) -> Path:
@@ -78,6 +86,10 @@ class StageOutputs:
         assert self._tmp is not None
         try:
             if exc_type is None:
+                if self.record is not None:
+                    self.text(*self.record)
+                if self.before_publish is not None:
+                    self.before_publish()
                 for dest, staged in self._staged.items():
                     if not staged.exists():
                         raise RuntimeError(f"stage output {dest} was reserved but never written")
@@ -155,3 +167,54 @@ def require_finite(loss, loop: str, step: int) -> None:
     if not bool(torch.isfinite(loss.detach()).all()):
         raise Zs3Error(f"{loop}: the loss is {float(loss.detach().float().mean())} at step {step}; stopped before "
                        "any weight is saved. Check the input features for NaN/Inf and lower the learning rate.")
+
+
+class LiveCurves:
+    """A training loop's per-step scalars logged with DVCLive (``<dir>/plots/metrics/<name>.tsv``),
+    so that ``dvc plots show`` / ``dvc plots diff`` draw them. Use as the loop's ``on_step``.
+
+    Args:
+        directory: the DVCLive folder (inside a stage's output, e.g. ``plots/generator/dvclive``).
+        every: log one step in ``every`` (a generator makes thousands of steps).
+    """
+
+    def __init__(self, directory: str | Path, every: int = 1):
+        from dvclive import Live
+
+        self.live = Live(dir=str(directory), save_dvc_exp=False, dvcyaml=None, report=None)
+        self.every = max(1, int(every))
+
+    def __call__(self, step: int, values: dict) -> None:
+        import math
+
+        if step % self.every:
+            return
+        self.live.step = step
+        for k, v in values.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                self.live.log_metric(k, v)
+
+    def close(self) -> None:
+        self.live.end()
+
+
+def remove_stale_staging(root: str | Path = ".") -> list[Path]:
+    """Remove the ``.zs3-stage-<pid>-*`` folders of processes that no longer run (a killed stage
+    publishes nothing; its staging folder is garbage). Returns the folders removed."""
+    removed = []
+    for d in Path(root).glob(".zs3-stage-*"):
+        parts = d.name.split("-")
+        pid = int(parts[2]) if len(parts) > 3 and parts[2].isdigit() else None
+        alive = False
+        if pid is not None:
+            try:
+                os.kill(pid, 0)
+                alive = True
+            except ProcessLookupError:
+                alive = False
+            except PermissionError:
+                alive = True
+        if not alive:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed

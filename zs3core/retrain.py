@@ -23,14 +23,13 @@ Two settings follow the official code (valeoai/ZS3 ``zs3/train_pascal_GMMN.py``)
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from zs3core.checkpoint import Checkpoint
 from zs3core.io import require_finite
+from zs3core.loop import run_steps
 from zs3core.models.classifier import PixelClassifier
 
 Sampler = Callable[[list[int], int], tuple[torch.Tensor, torch.Tensor]]
@@ -81,19 +80,18 @@ def retraining_set(real_x: torch.Tensor, real_y: torch.Tensor, seen, unseen, sam
 
 
 def train_classifier(feats: torch.Tensor, labels: torch.Tensor, num_classes: int, epochs: int,
-                     batch_size: int, lr: float, weight_decay: float, generator: torch.Generator,
+                     batch_size: int, lr: float, weight_decay: float, rng: torch.Generator,
                      device: torch.device, desc: str = "classifier", ckpt: Checkpoint | None = None,
-                     class_weight: torch.Tensor | None = None,
-                     on_epoch: Callable[[int, float], None] | None = None) -> tuple[PixelClassifier, list[float]]:
+                     class_weight: torch.Tensor | None = None, on_epoch=None) -> tuple[PixelClassifier, list[float]]:
     """Train the 1x1 classifier f on (N, d_x) features with labels (N,) in 0..C-1 (Adam, weighted CE).
 
     Args:
+        rng: shuffles the features every epoch.
         class_weight: (C,) float cross-entropy weights (:func:`loss_weights`); None = 1 each.
             With weights, each batch's loss is sum_i w_{y_i} CE_i / sum_i w_{y_i}
             (``F.cross_entropy(weight=...)``; the official code's ``nn.CrossEntropyLoss(weight)``).
-        ckpt: optional :class:`zs3core.checkpoint.Checkpoint`, saved every ``ckpt.every``
-            epochs; an interrupted run resumes from it.
-        on_epoch: called with (epoch, mean loss) after each epoch.
+        ckpt: optional checkpoint, saved every ``ckpt.every`` epochs; an interrupted run resumes.
+        on_epoch: see :func:`zs3core.loop.run_steps`.
 
     Returns:
         (classifier on cpu in eval mode, weighted mean loss per epoch).
@@ -108,11 +106,9 @@ def train_classifier(feats: torch.Tensor, labels: torch.Tensor, num_classes: int
     opt = torch.optim.Adam(clf.parameters(), lr=lr, weight_decay=weight_decay)
     feats = feats.float()
     weight = class_weight.float().to(device) if class_weight is not None else None
-    state = {"clf": clf, "opt": opt}
-    start, extra = ckpt.restore(state, generator) if ckpt else (0, {})
-    losses = extra.get("losses", [])
-    for epoch in tqdm(range(start, epochs), desc=desc, leave=False, initial=start, total=epochs):
-        perm = torch.randperm(len(feats), generator=generator)
+
+    def epoch_step(epoch: int) -> dict:
+        perm = torch.randperm(len(feats), generator=rng)
         tot, n = 0.0, 0
         for i in range(0, len(perm), batch_size):
             idx = perm[i:i + batch_size]
@@ -124,12 +120,10 @@ def train_classifier(feats: torch.Tensor, labels: torch.Tensor, num_classes: int
             opt.step()
             tot += loss.item() * len(idx)
             n += len(idx)
-        losses.append(tot / max(n, 1))
-        if on_epoch:
-            on_epoch(epoch + 1, losses[-1])
-        if ckpt and ckpt.due(epoch + 1):
-            ckpt.save(epoch + 1, state, generator, {"losses": losses})
-    return clf.cpu().eval(), losses
+        return {"loss": tot / max(n, 1)}
+
+    curves = run_steps(epoch_step, epochs, {"clf": clf, "opt": opt}, rng, ckpt, desc, on_epoch, unit="epoch")
+    return clf.cpu().eval(), curves.get("loss", [])
 
 
 @torch.no_grad()
@@ -146,30 +140,12 @@ def shortcut_rate(clf: PixelClassifier, x: torch.Tensor, unseen) -> float:
     return 100.0 * float(torch.isin(pred, torch.tensor([int(u) for u in unseen], dtype=torch.long)).float().mean())
 
 
-@dataclass(frozen=True)
-class ClassifierConfig:
-    """The ``classifier`` params: step 2's recipe, shared by ZS3Net, ZS5Net, the real-feature
-    ceiling, the cross-validation folds of the calibration and DeViSE (epochs, batch, lr)."""
-
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    unseen_weight: float
-    generated_per_seen: int
-    generated_per_unseen: int
-
-    @classmethod
-    def from_params(cls, c: dict) -> ClassifierConfig:
-        return cls(int(c["epochs"]), int(c["batch_size"]), float(c["lr"]), float(c["weight_decay"]),
-                   float(c["unseen_weight"]), int(c["generated_per_seen"]), int(c["generated_per_unseen"]))
-
-
 def fit_classifier(real_x: torch.Tensor, real_y: torch.Tensor, num_classes: int, seen, unseen, sample: Sampler | None,
-                   cfg: ClassifierConfig, rng: torch.Generator, device: torch.device,
+                   cfg, rng: torch.Generator, device: torch.device,
                    extra: tuple[torch.Tensor, torch.Tensor] | None = None, ckpt: Checkpoint | None = None,
                    desc: str = "classifier", on_epoch=None) -> tuple[PixelClassifier, list[float], int]:
-    """Step 2 end to end: :func:`retraining_set` (+ ``extra`` features, e.g. ZS5Net's
+    """Step 2 end to end (``cfg``: the ``classifier`` view, :class:`zs3core.config.ClassifierParams`):
+    :func:`retraining_set` (+ ``extra`` features, e.g. ZS5Net's
     pseudo-labels or the ceiling's real unseen features), then :func:`train_classifier` with the
     unseen class weight (:func:`loss_weights`).
 

@@ -179,3 +179,91 @@ def build_manifest(samples, counts: np.ndarray, classes: list[str], kept: np.nda
     else:
         df["status"] = np.where(kept, "kept", "dropped")
     return df
+
+
+def read_class_split(path) -> ClassSplit:
+    """The ClassSplit written by the split stage (``data/split/classes.json``)."""
+    from zs3core.io import read_json
+
+    return ClassSplit.from_dict(read_json(path))
+
+
+def read_manifest(path) -> pd.DataFrame:
+    """The manifest written by the split stage (one row per image; ids kept as strings).
+
+    Raises:
+        Zs3Error: the file is missing.
+    """
+    from pathlib import Path
+
+    if not Path(path).exists():
+        raise Zs3Error(f"{path}: missing; run the split stage first (dvc repro split)")
+    return pd.read_csv(path, dtype={"id": str})
+
+
+def manifest_samples(df: pd.DataFrame) -> list:
+    """The :class:`zs3core.data.layouts.Sample` of each manifest row, in row order."""
+    from zs3core.data.layouts import Sample
+
+    return [Sample(r.id, r.split, r.image, r.label) for r in df.itertuples()]
+
+
+def pixel_count_matrix(df: pd.DataFrame, classes) -> np.ndarray:
+    """(rows, C) int64 pixels of each class per manifest row (the ``px_<class>`` columns)."""
+    return df[[f"px_{c.replace(' ', '_')}" for c in classes]].to_numpy()
+
+
+def labelled_and_pool_rows(train: pd.DataFrame, protocol: str) -> tuple[list[int], list[int]]:
+    """Positions (in ``train``, the training split's manifest rows) of the labelled images and of
+    the unlabelled pool of ZS5Net: under ``drop`` the pool is the dropped images; under
+    ``ignore`` (and ``oracle``) every training image, whose unseen pixels are unlabelled."""
+    status = train.status.to_numpy()
+    rows = [i for i in range(len(train)) if status[i] == "kept"]
+    pool = [i for i in range(len(train)) if status[i] == "dropped"] if protocol == "drop" else list(range(len(train)))
+    return rows, pool
+
+
+def scoring_split(trained: ClassSplit, protocol: str, presets: dict, k: int | None, names) -> ClassSplit:
+    """The seen/unseen grouping used for scores: the trained split, except under ``oracle``
+    where every class is trained on and the K preset (or ``split.unseen``) groups the scores."""
+    if protocol != "oracle":
+        return trained
+    return ClassSplit(trained.classes, resolve_unseen(list(trained.classes), presets, k, list(names)), trained.ignore_index)
+
+
+def scan_labels(root, samples, num_classes: int, ignore_index: int, desc: str = "read labels") -> np.ndarray:
+    """Read every label map once, checking its values and its image's size; (N, C) pixel counts.
+
+    Raises:
+        Zs3Error: an unreadable or mismatched image or label (named by file and id).
+    """
+    from tqdm import tqdm
+
+    from zs3core.data.layouts import check_same_size, image_size, read_label
+
+    counts = np.zeros((len(samples), num_classes), dtype=np.int64)
+    for n, s in enumerate(tqdm(samples, desc=desc)):
+        lab = read_label(root, s, num_classes, ignore_index)
+        w, h = image_size(root, s)
+        check_same_size(root, s, (h, w), lab.shape)
+        counts[n] = pixel_counts(lab, num_classes)
+    return counts
+
+
+def split_summary(frames: list[pd.DataFrame], train_split: str, eval_splits, classes, unseen,
+                  protocol: str) -> tuple[pd.DataFrame, dict]:
+    """The manifest of all splits and the split stage's metrics (image counts per status and split).
+
+    Raises:
+        Zs3Error: no training image is kept (the backbone would have nothing to learn from).
+    """
+    df = pd.concat(frames, ignore_index=True)
+    train = df[df.split == train_split]
+    kept = int((train.status == "kept").sum())
+    if kept == 0:
+        raise Zs3Error(f"split.filter={protocol}: no training image of '{train_split}' is kept (every one holds an "
+                       "unseen pixel); use split.filter=ignore or fewer unseen classes")
+    return df, {"unseen": [classes[u] for u in unseen], "k": len(unseen), "filter": protocol,
+                "train_images": len(train), "oracle": protocol == "oracle", "kept": kept,
+                "dropped_to_pool": int((train.status == "dropped").sum()),
+                "eval_images": {s: int((df.split == s).sum()) for s in eval_splits}}

@@ -217,3 +217,46 @@ def save_calibration_curves(path: Path, curves: dict[str, tuple[np.ndarray, np.n
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def generator_figures(out, curves: dict, tsne: dict, label: str, classes: list[str], unseen, dataset: str,
+                      seed: int) -> None:
+    """fit_generator's figures, staged in ``out`` (:class:`zs3core.io.StageOutputs`):
+    plots/generator/loss.csv and loss.png (every loss curve against the step) and tsne.png
+    (real vs synthetic features of seen and unseen classes)."""
+    import pandas as pd
+
+    n = max(len(v) for v in curves.values())
+    pd.DataFrame({"step": range(1, n + 1), **curves}).to_csv(out.path("plots/generator/loss.csv"), index=False)
+    save_curve(out.path("plots/generator/loss.png"), curves, "step", "loss", f"{label} generator losses",
+               logy=all(min(v) > 0 for v in curves.values()))
+    save_tsne(out.path("plots/generator/tsne.png"), tsne_2d(tsne["x"], seed), tsne["labels"], tsne["synthetic"], classes,
+              unseen, palette(len(classes), dataset),
+              f"t-SNE, {label}: real (o) vs synthetic (x); * = unseen (real unseen from the pool, diagnostic)")
+
+
+def evaluation_figures(out, split: str, conf: dict, rows: list[dict], panels: dict, dataset, titles: dict,
+                       classes: list[str], unseen, pal: np.ndarray, shown: list[str]) -> None:
+    """evaluate's figures for one split, staged in ``out``: row-normalised confusion matrices of every
+    model and protocol, per-class IoU bars, and one qualitative panel per row of ``panels``
+    (the image, the ground truth and the predictions of the models in ``shown``)."""
+    for m, title in titles.items():
+        for proto in ("generalized", "calibrated"):
+            if proto in conf[m]:
+                cm = conf[m][proto]
+                suffix = "" if proto == "generalized" else "_calibrated"
+                save_heatmap(out.path(f"plots/evaluate/confusion_{split}_{m}{suffix}.png"),
+                             100 * cm / np.maximum(cm.sum(1, keepdims=True), 1), classes,
+                             f"{title} ({proto}) on {split}: row-normalised confusion (%)", fmt="{:.0f}",
+                             xlabel="predicted", ylabel="ground truth", marked=list(unseen))
+    bars = {titles[k.split("@")[0]] + (" (calibrated)" if "@" in k else ""):
+            np.array([np.nan if r[k] is None else r[k] for r in rows], dtype=float)
+            for k in rows[0] if k not in ("class", "group", "pixels")}
+    save_class_bars(out.path(f"plots/evaluate/per_class_iou_{split}.png"), classes, unseen, bars,
+                    f"per-class IoU on {split} (* = unseen)")
+    for i, pan in panels.items():
+        img, _ = dataset.load(i)
+        cols = {"ground truth": pan["target"],
+                **{titles[k.split("@")[0]] + (" (cal.)" if "@" in k else ""): pan[k] for k in shown if k in pan}}
+        save_panel(out.path(f"plots/evaluate/panels/{split}_{dataset.samples[i].id}.png"), img.permute(1, 2, 0).numpy(),
+                   cols, classes, list(unseen), pal, f"{split} {dataset.samples[i].id} (* = unseen)")

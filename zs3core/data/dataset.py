@@ -8,6 +8,7 @@ interpolation and never blends class ids.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,23 @@ def resize_short_side(img: torch.Tensor, short: int | None) -> torch.Tensor:
     return TF.resize(tv_tensors.Image(img), short, antialias=True).as_subclass(torch.Tensor)
 
 
+@dataclass(frozen=True)
+class Augment:
+    """Training augmentation (params ``backbone``): random rescale of the short side by a factor
+    in ``scale_range``, random ``crop_size`` crop (padded with the ignore value), horizontal
+    flip, optional Gaussian blur."""
+
+    crop_size: int
+    scale_range: tuple[float, float]
+    hflip: bool
+    blur: bool
+
+    @classmethod
+    def from_params(cls, b) -> Augment:
+        """From the ``backbone`` view (:class:`zs3core.config.BackboneParams`)."""
+        return cls(b.crop_size, tuple(b.scale_range), b.hflip, b.blur)
+
+
 class SegDataset(Dataset):
     """Images and label maps of a list of samples.
 
@@ -45,9 +63,8 @@ class SegDataset(Dataset):
         num_classes, ignore_index: for label validation (see ``read_label``).
         lut: (256,) int64 map from raw label value to target (255 = ignored); None keeps
             raw values with ``ignore_index`` mapped to 255.
-        train: apply the random augmentation; else images are only resized to
-            ``eval_short_side`` (if set) and labels stay at full resolution.
-        crop_size, scale_range, hflip, blur: training augmentation.
+        augment: training augmentation (:class:`Augment`); None = evaluation: images are only
+            resized to ``eval_short_side`` (if set) and labels stay at full resolution.
         eval_short_side: short side of images at evaluation time (None = native).
 
     ``__getitem__`` returns (image (3, H, W) float32, target (H', W') int64, index).
@@ -55,21 +72,23 @@ class SegDataset(Dataset):
     """
 
     def __init__(self, root: Path, samples: list[Sample], num_classes: int, ignore_index: int,
-                 lut: np.ndarray | None = None, train: bool = False, crop_size: int = 512,
-                 scale_range=(0.5, 2.0), hflip: bool = True, blur: bool = False,
-                 eval_short_side: int | None = None):
+                 lut: np.ndarray | None = None, augment: Augment | None = None, eval_short_side: int | None = None):
         self.root, self.samples = Path(root), list(samples)
         self.num_classes, self.ignore_index = num_classes, ignore_index
         if lut is None:
             lut = np.arange(256, dtype=np.int64)
             lut[ignore_index] = IGNORE
         self.lut = torch.as_tensor(lut, dtype=torch.int64)
-        self.train, self.scale_range, self.eval_short_side = train, tuple(scale_range), eval_short_side
-        ops = [v2.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE})]
-        if hflip:
-            ops.append(v2.RandomHorizontalFlip())
-        if blur:
-            ops.append(v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 2.0))], p=0.5))
+        self.train, self.eval_short_side = augment is not None, eval_short_side
+        self.scale_range = augment.scale_range if augment else (1.0, 1.0)
+        ops = []
+        if augment:
+            ops.append(v2.RandomCrop(augment.crop_size, pad_if_needed=True,
+                                     fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE}))
+            if augment.hflip:
+                ops.append(v2.RandomHorizontalFlip())
+            if augment.blur:
+                ops.append(v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 2.0))], p=0.5))
         self.augment = v2.Compose(ops)
 
     def __len__(self) -> int:

@@ -240,3 +240,15 @@ def check_same_size(root: Path, sample: Sample, img_hw: tuple[int, int], lab_hw:
 def image_size(root: Path, sample: Sample) -> tuple[int, int]:
     """(width, height) of the image, fully decoded so that corrupt files are caught."""
     return read_image(root, sample).size
+
+
+def require_splits(root: Path, layout: str, splits) -> list[str]:
+    """``splits`` unchanged when the dataset at ``root`` has a list for each.
+
+    Raises:
+        Zs3Error: a split without a list file (naming ``evaluation.splits`` and the folder).
+    """
+    for s in splits:
+        if not has_split(root, layout, s):
+            raise Zs3Error(f"evaluation.splits: the dataset at {root} has no '{s}' list")
+    return list(splits)

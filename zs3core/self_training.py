@@ -94,3 +94,16 @@ def pseudo_label(scorer, pool: dict, seen, unseen, top_p: float, protocol: str, 
                        for i in range(0, len(feats), chunk)])
     sel = select_pseudo_labels(probs, pool["image"], unseen, top_p, unlabelled(pool["labels"], seen, protocol))
     return sel, probs[sel].argmax(1)
+
+
+def pseudo_label_report(sel: torch.Tensor, pseudo_y: torch.Tensor, gt: torch.Tensor, split, top_p: float,
+                        gamma: float, training_features: int) -> dict:
+    """metrics/self_training.json: how many pseudo-labels of each unseen class, and their
+    precision against the pool's ground truth (a diagnostic, never used for training)."""
+    g = gt[sel]
+    valid = g != 255
+    return {"top_p": top_p, "gamma": gamma, "pool_pixels": len(sel), "pseudo_labels": int(sel.sum()),
+            "pseudo_labels_per_class": {split.classes[u]: int((pseudo_y == u).sum()) for u in split.unseen},
+            "training_features": training_features,
+            "pseudo_label_precision": round(100.0 * float((pseudo_y[valid] == g[valid]).float().mean()), 2)
+            if valid.any() else None}
