@@ -29,11 +29,11 @@ LABELLED, MAPS = Path("data/features/labelled.pt"), Path("data/features/label_ma
 def main(st) -> None:
     c, cs, df = st.cfg.calibration, read_class_split(CLASSES), read_manifest(MANIFEST)
     g = dataclasses.replace(st.cfg.generator, steps=c.generator_steps or st.cfg.generator.steps)
-    found = {}
+    kind, found = get_kind(g.kind), {}
     if cs.unseen:
         found = select_gammas(load_cache(LABELLED), torch.load(MAPS, weights_only=False)["maps"],
                               pixel_count_matrix(df[df.split == st.cfg.dataset.train_split], cs.classes), cs.seen,
-                              cs.unseen, (cs.ignore_index, 255), load_class_embeddings(EMBED), get_kind(g.kind), g,
+                              cs.unseen, (cs.ignore_index, 255), load_class_embeddings(EMBED), kind, g,
                               st.cfg.classifier, list(c.models), c.folds, c.val_fraction, c.grid, st.rng, st.device)
     results, curves = calibration_report(found, cs.classes)
     with st.outputs() as out:

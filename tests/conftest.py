@@ -192,3 +192,15 @@ def dead_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}/VOCtrainval.tar"
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """The typed view (:mod:`zs3core.config`) of the CamVid tiny composition: tests derive their
+    settings from it with ``dataclasses.replace`` so that defaults live only in conf/."""
+    import yaml
+
+    from zs3core.compose import compose
+    from zs3core.config import config_from_dict
+
+    return config_from_dict(yaml.safe_load(compose(["+experiment=camvid_tiny"], config_dir=CONF)))

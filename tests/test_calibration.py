@@ -1,15 +1,17 @@
 """Calibrated stacking and the zero-shot cross-validation of γ, against hand-computed values."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from zs3core.calibration import Fold, calibrate, cross_validate, gamma_grid, hiou_curve, make_folds, margins, select_gamma
+from zs3core.config import MMDParams
 from zs3core.crossval import select_gammas
 from zs3core.generators import get_kind
 from zs3core.metrics import harmonic_iou
-from zs3core.retrain import ClassifierConfig
 
 
 def test_calibrate_hand_made_score_map():
@@ -120,19 +122,18 @@ def _toy_cache(poison: bool):
     return {"features": torch.cat(feats), "labels": torch.cat(labels), "image": torch.cat(image)}, maps, counts
 
 
-def test_cross_validation_never_reads_unseen_labels():
+def test_cross_validation_never_reads_unseen_labels(tiny_config):
     """Poisoning every unseen label the function is given leaves the chosen γ unchanged."""
-    params = {"kind": "gmmn", "hidden": 16, "noise_dim": 2, "leaky_slope": 0.2, "dropout": 0.0,
-              "mmd": {"convention": "paper", "bandwidths": [1.0, 2.0]}, "lr": 0.01, "steps": 30,
-              "samples_per_class": 16}
-    cfg = ClassifierConfig(epochs=3, batch_size=64, lr=0.05, weight_decay=0.0, unseen_weight=100.0,
-                           generated_per_seen=20, generated_per_unseen=20)
+    g = dataclasses.replace(tiny_config.generator, kind="gmmn", hidden=16, noise_dim=2, dropout=0.0, lr=0.01, steps=30,
+                            samples_per_class=16, mmd=MMDParams("paper", (1.0, 2.0)))
+    cfg = dataclasses.replace(tiny_config.classifier, epochs=3, batch_size=64, lr=0.05, weight_decay=0.0,
+                              unseen_weight=100.0, generated_per_seen=20, generated_per_unseen=20)
     emb = torch.eye(6)
     got = []
     for poison in (False, True):
         cache, maps, counts = _toy_cache(poison)
         torch.manual_seed(0)
-        r = select_gammas(cache, maps, counts, [0, 1, 2, 3], [4, 5], (255,), emb, get_kind("gmmn"), params, cfg,
+        r = select_gammas(cache, maps, counts, [0, 1, 2, 3], [4, 5], (255,), emb, get_kind("gmmn"), g, cfg,
                           ["zs3net", "devise", "real_feature_ceiling"], 2, 0.25, 21, torch.Generator().manual_seed(1),
                           torch.device("cpu"))
         got.append({m: (v["gamma"], v["hIoU"]) for m, v in r.items()})

@@ -4,9 +4,8 @@ from __future__ import annotations
 import torch
 
 from zs3core.checkpoint import Checkpoint
+from zs3core.generators.gmmn import GMMN, fit_generator
 from zs3core.mmd import MMDLoss
-from zs3core.generation import train_generator
-from zs3core.models.gmmn import GMMN
 from zs3core.retrain import train_classifier
 
 CPU = torch.device("cpu")
@@ -19,12 +18,12 @@ def _data():
     return feats, labels, torch.eye(3)
 
 
-def _gmmn_run(steps, ckpt):
+def _gmmn_run(steps, ckpt, lr=1e-2):
     feats, labels, emb = _data()
     torch.manual_seed(1)
-    gen = GMMN(3, 3, 6, hidden=16, dropout=0.2)
-    losses = train_generator(gen, feats, labels, emb, [0, 1, 2], MMDLoss("paper", (1.0, 4.0)), steps, 16, 1e-2,
-                             torch.Generator().manual_seed(2), CPU, ckpt)
+    gen = GMMN(3, 3, 6, hidden=16, leaky_slope=0.2, dropout=0.2)
+    losses = fit_generator(gen, feats, labels, emb, [0, 1, 2], MMDLoss("paper", (1.0, 4.0)), steps, 16, lr,
+                           torch.Generator().manual_seed(2), CPU, ckpt)["mmd"]
     return gen, losses
 
 
@@ -41,8 +40,14 @@ def test_generator_resume_matches_uninterrupted(tmp_path):
 
 
 def test_checkpoint_of_other_settings_is_ignored(tmp_path):
-    _gmmn_run(40, Checkpoint(tmp_path / "g.pt", "settings-A", every=20))
+    """A checkpoint written by a run with other settings (here another learning rate, hash
+    'settings-A') is not resumed from by a run whose hash is 'settings-B': that run equals a run
+    from scratch. Resuming it would give other losses (checked first), so this test can fail."""
+    _gmmn_run(40, Checkpoint(tmp_path / "g.pt", "settings-A", every=20), lr=5e-2)
     _, ref = _gmmn_run(60, None)
+    _, wrongly_resumed = _gmmn_run(60, Checkpoint(tmp_path / "g.pt", "settings-A", every=20))
+    assert wrongly_resumed[40:] != ref[40:]          # resuming A's state would change the run
+    _gmmn_run(40, Checkpoint(tmp_path / "g.pt", "settings-A", every=20), lr=5e-2)
     _, losses = _gmmn_run(60, Checkpoint(tmp_path / "g.pt", "settings-B", every=20))
     assert losses == ref
 

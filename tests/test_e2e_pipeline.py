@@ -1,7 +1,7 @@
 """End to end: the whole DVC pipeline in a temporary git repo on real CamVid images.
 
-Runs the README's local-data command (``dvc exp run -S dataset=camvid -S source=local``)
-with the ``tiny`` scale (24 training and 4 val images, a few epochs), then checks that every
+Runs the README's local-data command (``dvc exp run -S +experiment=camvid_tiny -S source=local``:
+24 training and 4 val images, a few epochs), then checks that every
 stage ran, that the metrics JSON holds every key with values in [0, 100], that ``dvc status``
 is clean, that a second ``dvc repro`` runs nothing, and that changing a generator parameter
 invalidates exactly the stages after embed that depend on it.
@@ -21,7 +21,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SHARED = (REPO / ".." / "shared" / "data").resolve()
 STAGES = ["download", "split", "embed", "train_backbone", "extract_features", "fit_generator", "devise",
-          "retrain_classifier", "self_train", "evaluate"]
+          "retrain_classifier", "calibrate", "ceiling", "self_training", "evaluate"]
+TINY = ["-S", "+experiment=camvid_tiny", "-S", "source=local"]
 
 pytestmark = pytest.mark.e2e
 
@@ -52,8 +53,7 @@ def pipeline(tmp_path_factory):
     shutil.copy(REPO / ".dvc" / "config", repo / ".dvc" / "config")
     sh(["git", "add", "-A"], repo)
     sh(["git", "commit", "-qm", "init"], repo)
-    run = sh([sys.executable, "-m", "dvc", "exp", "run", "-S", "dataset=camvid", "-S", "scale=tiny",
-              "-S", "source=local", "-S", f"data_root={SHARED}"], repo)
+    run = sh([sys.executable, "-m", "dvc", "exp", "run", *TINY, "-S", f"data_root={SHARED}"], repo)
     return repo, run.stdout + run.stderr
 
 
@@ -69,15 +69,16 @@ def test_metrics_complete_and_in_range(pipeline):
     repo, _ = pipeline
     m = json.loads((repo / "metrics" / "evaluate.json").read_text())
     assert set(m) == {"val"}
-    for model in ("seen_only", "devise", "zs3net", "zs5net"):
+    for model in ("seen_only", "devise", "zs3net", "zs5net", "real_feature_ceiling"):
         scores = m["val"][model]
         for group in ("seen", "unseen", "all"):
             for key in ("PA", "MA", "mIoU"):
                 v = scores[group][key]
                 assert isinstance(v, float) and 0.0 <= v <= 100.0, (model, group, key, v)
         assert 0.0 <= scores["hIoU"] <= 100.0
-        if model != "seen_only":  # models that score unseen classes also get the vanilla protocol
+        if model != "seen_only":  # models that score unseen classes: vanilla and calibrated protocols
             assert 0.0 <= scores["vanilla"]["mIoU"] <= 100.0
+            assert 0.0 <= scores["calibrated"]["hIoU"] <= 100.0 and isinstance(scores["calibrated"]["gamma"], float)
     assert "vanilla" not in m["val"]["seen_only"]
     split = json.loads((repo / "metrics" / "split.json").read_text())
     assert split["train_images"] == 24 and split["kept"] + split["dropped_to_pool"] == 24
@@ -105,14 +106,14 @@ def test_generator_param_reruns_only_downstream(pipeline):
     params_path.write_text(yaml.safe_dump(p, sort_keys=False))
     log = sh([sys.executable, "-m", "dvc", "repro"], repo).stdout
     ran = {s for s in STAGES if f"Running stage '{s}'" in log}
-    assert ran == {"fit_generator", "retrain_classifier", "self_train", "evaluate"}, log
+    assert ran == {"fit_generator", "retrain_classifier", "calibrate", "self_training", "evaluate"}, log
 
 
 @pytest.fixture(scope="module")
 def variants(pipeline):
     """GC, PADing and the supervised oracle as named experiments on top of the first run."""
     repo, _ = pipeline
-    base = ["-S", "dataset=camvid", "-S", "scale=tiny", "-S", "source=local", "-S", f"data_root={SHARED}"]
+    base = [*TINY, "-S", f"data_root={SHARED}"]
     logs = {}
     for name, extra in (("gc", ["-S", "generator=gc"]), ("pading", ["-S", "generator=pading"]),
                         ("oracle", ["-S", "split.filter=oracle"])):

@@ -7,17 +7,35 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zs3core.mmd import MMDLoss
-from zs3core.models.primitive import FeatureDisentangler, PrimitiveGenerator
-from zs3core.pading import (
-    PRIMITIVE_DEFAULTS,
+import dataclasses
+
+import yaml
+
+from zs3core.compose import compose
+from zs3core.config import GeneratorParams, MMDParams, parse
+from zs3core.generators.pading import (
+    FeatureDisentangler,
+    PrimitiveGenerator,
     disentangle_losses,
+    fit_pading,
     relation_alignment_loss,
     softmax_kl,
-    train_primitive,
 )
+from zs3core.mmd import MMDLoss
 
 CPU = torch.device("cpu")
+CONF = __import__("pathlib").Path(__file__).resolve().parents[1] / "conf"
+
+
+def gen_net(d_a, d_x, num_primitives=10, layers=2, heads=4, ff_dim=32, dropout=0.3, output_head="layernorm"):
+    return PrimitiveGenerator(d_a, d_x, num_primitives, layers, heads, ff_dim, dropout, output_head)
+
+
+@pytest.fixture(scope="module")
+def pading_params():
+    """The ``generator`` view of the composed ``generator=pading`` group (official values)."""
+    raw = yaml.safe_load(compose(["+experiment=camvid_tiny", "generator=pading"], config_dir=CONF))
+    return parse(GeneratorParams, raw["generator"], "generator")
 
 
 @pytest.fixture
@@ -116,10 +134,10 @@ def test_softmax_kl_and_recon_by_hand():
 
 def test_generator_and_disentangler_shapes():
     """(n, d_a) -> (n, d_x); disentangler parts (n, d_p), reconstruction (n, d_x), relation scores (n, K)."""
-    gen = PrimitiveGenerator(6, 16, num_primitives=10, layers=2, heads=4, ff_dim=32, dropout=0.3)
+    gen = gen_net(6, 16)
     out = gen(torch.randn(5, 6))
     assert out.shape == (5, 16) and out.dtype == torch.float32
-    dis = FeatureDisentangler(16, 6, part_dim=8)
+    dis = FeatureDisentangler(16, 6, 0.2, part_dim=8)
     r, u, rec = dis(out)
     assert r.shape == (5, 8) and u.shape == (5, 8) and rec.shape == (5, 16)
     s = dis.relation_scores(r, torch.randn(3, 6))
@@ -129,13 +147,13 @@ def test_generator_and_disentangler_shapes():
     with pytest.raises(ValueError):
         dis(torch.randn(5, 15))
     with pytest.raises(ValueError):
-        PrimitiveGenerator(6, 18, heads=4)
+        gen_net(6, 18, heads=4)
 
 
 def test_noise_and_seeded_generator():
     """Two draws differ (noise, eval mode); a seeded torch.Generator reproduces them; rows are independent samples."""
     torch.manual_seed(0)
-    gen = PrimitiveGenerator(6, 16, num_primitives=10, layers=2, heads=4, ff_dim=32).eval()
+    gen = gen_net(6, 16).eval()
     emb = torch.randn(4, 6)
     with torch.no_grad():
         a, b = gen(emb), gen(emb)
@@ -161,10 +179,11 @@ def _toy(seed=0):
     return feats, labels, emb
 
 
-def _cfg(steps, **prim):
-    p = dict(PRIMITIVE_DEFAULTS, num_primitives=16, layers=1, heads=2, ff_dim=32, dropout=0.1, output_head="layernorm")
-    p.update(prim)
-    return {"mmd": {"convention": "paper", "bandwidths": [1, 2, 5]}, "lr": 0.02, "steps": steps, "samples_per_class": 32, "primitive": p}
+def _params(base, steps, **prim):
+    p = dataclasses.replace(base.primitive, **{"num_primitives": 16, "layers": 1, "heads": 2, "ff_dim": 32,
+                                              "dropout": 0.1, "output_head": "layernorm", **prim})
+    return dataclasses.replace(base, mmd=MMDParams("paper", (1.0, 2.0, 5.0)), lr=0.02, steps=steps, samples_per_class=32,
+                               primitive=p)
 
 
 def _seen_mmd(gen, feats, labels, emb):
@@ -175,20 +194,19 @@ def _seen_mmd(gen, feats, labels, emb):
     return float(MMDLoss("paper", (1.0, 2.0, 5.0)).classwise(feats, labels, fake, fl))
 
 
-def test_train_primitive_reduces_seen_mmd(one_thread):
+def test_fit_pading_reduces_seen_mmd(one_thread, pading_params):
     """Full PADing objective (alignment + disentanglement) on the toy problem: seen-class MMD drops clearly."""
     torch.manual_seed(0)
     feats, labels, emb = _toy()
-    gen = PrimitiveGenerator(5, 8, num_primitives=16, layers=1, heads=2, ff_dim=32, dropout=0.1)
+    gen = gen_net(5, 8, num_primitives=16, layers=1, heads=2, ff_dim=32, dropout=0.1)
     before = _seen_mmd(gen, feats, labels, emb)
-    curves = train_primitive(gen, feats, labels, emb, [0, 1, 2], [3], _cfg(200),
-                             torch.Generator().manual_seed(0), CPU)
+    curves = fit_pading(gen, feats, labels, emb, [0, 1, 2], [3], _params(pading_params, 200),
+                        torch.Generator().manual_seed(0), CPU)
     assert set(curves) == {"total", "mmd", "alignment", "kl", "relation", "recon"}
     assert all(len(v) == 200 for v in curves.values())
     after = _seen_mmd(gen, feats, labels, emb)
     assert after < before / 5, (before, after)
     assert sum(curves["mmd"][-10:]) < sum(curves["mmd"][:10])
-    assert not gen.training
 
 
 @pytest.mark.parametrize("alignment,disentangle,keys", [
@@ -196,42 +214,40 @@ def test_train_primitive_reduces_seen_mmd(one_thread):
     (True, False, {"total", "mmd", "alignment"}),
     (False, True, {"total", "mmd", "kl", "relation", "recon"}),
 ])
-def test_train_primitive_variants_and_total(alignment, disentangle, keys, one_thread):
+def test_fit_pading_variants_and_total(alignment, disentangle, keys, one_thread, pading_params):
     """Curves hold the active terms; total = mmd + structure_weight * weighted terms; same seed, same curves."""
     feats, labels, emb = _toy(1)
     runs = []
     for _ in range(2):
         torch.manual_seed(0)
-        gen = PrimitiveGenerator(5, 8, num_primitives=8, layers=1, heads=2, ff_dim=16, dropout=0.1)
-        cfg = _cfg(3, alignment=alignment, disentangle=disentangle, structure_weight=0.5)
-        runs.append(train_primitive(gen, feats, labels, emb, [0, 1, 2], [3], cfg, torch.Generator().manual_seed(0), CPU))
+        gen = gen_net(5, 8, num_primitives=8, layers=1, heads=2, ff_dim=16, dropout=0.1)
+        cfg = _params(pading_params, 3, alignment=alignment, disentangle=disentangle, structure_weight=0.5)
+        runs.append(fit_pading(gen, feats, labels, emb, [0, 1, 2], [3], cfg, torch.Generator().manual_seed(0), CPU))
     c = runs[0]
     assert set(c) == keys
     assert c == runs[1]
-    p = cfg["primitive"]
+    p = cfg.primitive
     for i in range(3):
-        s = p["align_weight"] * (c.get("alignment", [0] * 3)[i] + p["kl_weight"] * c.get("kl", [0] * 3)[i]) \
-            + p["relation_weight"] * 0.2 * c.get("relation", [0] * 3)[i] + p["recon_weight"] * c.get("recon", [0] * 3)[i]
+        s = p.align_weight * (c.get("alignment", [0] * 3)[i] + p.kl_weight * c.get("kl", [0] * 3)[i]) \
+            + p.relation_weight * 0.2 * c.get("relation", [0] * 3)[i] + p.recon_weight * c.get("recon", [0] * 3)[i]
         assert c["total"][i] == pytest.approx(c["mmd"][i] + 0.5 * s, rel=1e-5)
 
 
-def test_train_primitive_errors():
-    """Missing primitive keys, overlapping seen/unseen and seen classes without features raise ValueError."""
+def test_fit_pading_errors(pading_params):
+    """No primitive params, overlapping seen/unseen and seen classes without features raise ValueError."""
     feats, labels, emb = _toy()
-    gen = PrimitiveGenerator(5, 8, num_primitives=8, layers=1, heads=2, ff_dim=16)
+    gen = gen_net(5, 8, num_primitives=8, layers=1, heads=2, ff_dim=16)
     g = torch.Generator().manual_seed(0)
-    cfg = _cfg(1)
-    del cfg["primitive"]["temperature"]
-    with pytest.raises(ValueError, match="temperature"):
-        train_primitive(gen, feats, labels, emb, [0, 1, 2], [3], cfg, g, CPU)
+    with pytest.raises(ValueError, match="generator.primitive"):
+        fit_pading(gen, feats, labels, emb, [0, 1, 2], [3], dataclasses.replace(pading_params, primitive=None), g, CPU)
     with pytest.raises(ValueError):
-        train_primitive(gen, feats, labels, emb, [0, 1, 2], [2, 3], _cfg(1), g, CPU)
+        fit_pading(gen, feats, labels, emb, [0, 1, 2], [2, 3], _params(pading_params, 1), g, CPU)
     with pytest.raises(ValueError):
-        train_primitive(gen, feats, labels, emb, [3], [], _cfg(1), g, CPU)
+        fit_pading(gen, feats, labels, emb, [3], [], _params(pading_params, 1), g, CPU)
 
 
 def test_direct_self_attention_equals_multihead_attention_on_length_one_sequences():
-    from zs3core.models.primitive import _PrimitiveDecoderLayer
+    from zs3core.generators.pading import _PrimitiveDecoderLayer
 
     torch.manual_seed(0)
     layer = _PrimitiveDecoderLayer(16, 4, 32, 0.5).eval()
@@ -254,16 +270,14 @@ def test_linear_relu_head_gives_non_negative_features_of_free_norm():
     """The pixel-feature head (Linear + ReLU instead of the final LayerNorm): outputs are >= 0
     and their norms vary across samples; the official LayerNorm head puts every output at the
     same norm before its affine map (identity at initialisation)."""
-    from zs3core.models.primitive import PrimitiveGenerator
 
     torch.manual_seed(0)
     emb = torch.randn(32, 6)
-    relu_head = PrimitiveGenerator(6, 16, num_primitives=8, layers=1, heads=2, ff_dim=32, dropout=0.0,
-                                   output_head="linear_relu").eval()
-    ln_head = PrimitiveGenerator(6, 16, num_primitives=8, layers=1, heads=2, ff_dim=32, dropout=0.0).eval()
+    relu_head = gen_net(6, 16, num_primitives=8, layers=1, heads=2, ff_dim=32, dropout=0.0, output_head="linear_relu").eval()
+    ln_head = gen_net(6, 16, num_primitives=8, layers=1, heads=2, ff_dim=32, dropout=0.0).eval()
     out = relu_head(emb, torch.Generator().manual_seed(1))
     assert (out >= 0).all() and out.norm(dim=1).std() > 0.05
     norms = ln_head(emb, torch.Generator().manual_seed(1)).norm(dim=1)
     torch.testing.assert_close(norms, torch.full_like(norms, 4.0), rtol=1e-3, atol=1e-3)   # sqrt(16)
     with pytest.raises(ValueError, match="output_head"):
-        PrimitiveGenerator(6, 16, output_head="softplus")
+        gen_net(6, 16, output_head="softplus")

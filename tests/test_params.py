@@ -1,4 +1,5 @@
-"""params.yaml is the composition of conf/ defaults; source=local points at ../shared/data."""
+"""params.yaml is the composition of conf/ defaults; every composition loads through the typed views,
+and a bad value is one error naming the key."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,7 @@ import yaml
 
 from zs3core.compose import compose
 from zs3core.io import Zs3Error
-from zs3core.params import get, load_params
+from zs3core.config import config_from_dict, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -46,17 +47,60 @@ def test_camvid_cpu_local_composition():
     assert p["scale"]["name"] == "cpu"
 
 
-def test_get_names_missing_and_mistyped_keys(tmp_path):
-    """params.get returns dotted keys and names a missing or ill-typed key."""
-    f = tmp_path / "params.yaml"
-    f.write_text(yaml.safe_dump({"split": {"k": 2, "unseen": []}}))
-    p = load_params(f)
-    assert get(p, "split.k") == 2
-    assert get(p, "split.filter", "drop") == "drop"
-    with pytest.raises(Zs3Error, match="missing key 'split.filter'"):
-        get(p, "split.filter")
-    with pytest.raises(Zs3Error, match="'split.k' must be list"):
-        get(p, "split.k", types=list)
+DATASETS, SCALES = ("voc2012", "context", "camvid"), ("paper", "cpu", "tiny")
+GENERATORS = tuple(sorted(p.stem for p in (CONF / "generator").glob("*.yaml")))
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("generator", GENERATORS)
+def test_every_composition_loads_through_the_typed_views(dataset, scale, generator):
+    """dataset x scale x generator: every key present, typed and in range, nothing unknown."""
+    cfg = config_from_dict(yaml.safe_load(compose([f"dataset={dataset}", f"scale={scale}", f"generator={generator}"],
+                                                  config_dir=CONF)))
+    assert cfg.dataset.name == dataset and cfg.scale.name == scale
+    assert (cfg.generator.primitive is not None) == generator.startswith("pading")
+    from zs3core.generators import get_kind
+
+    get_kind(cfg.generator.kind)   # every group names a registered kind
+
+
+def _bad(key: str, value):
+    raw = yaml.safe_load(compose([], config_dir=CONF))
+    node = raw
+    *path, last = key.split(".")
+    for part in path:
+        node = node[part]
+    if value is KeyError:
+        del node[last]
+    else:
+        node[last] = value
+    return raw
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("backbone.lr", "fast", r"backbone\.lr must be a number > 0, got 'fast'"),
+    ("split.k", "two", r"split\.k must be an integer >= 1 or null, got 'two'"),
+    ("classifier.epochs", -1, r"classifier\.epochs must be an integer >= 1, got -1"),
+    ("scale.max_train_images", -1, r"scale\.max_train_images must be an integer >= 1 or null, got -1"),
+    ("split.filter", "dorp", r"split\.filter must be one of 'drop', 'ignore', 'oracle', got 'dorp'"),
+    ("self_training.top_p", 120, r"self_training\.top_p must be a number >= 0 and <= 100, got 120"),
+    ("backbone.amp", "yes", r"backbone\.amp must be true or false, got 'yes'"),
+    ("generator.mmd.bandwidths", [2, -1], r"generator\.mmd\.bandwidths must all be > 0"),
+    ("classifier.lr", KeyError, r"missing key 'classifier\.lr'"),
+    ("classifier.lrr", 0.1, r"unknown key\(s\) classifier\.lrr"),
+])
+def test_bad_values_name_the_key(key, value, message):
+    with pytest.raises(Zs3Error, match=message):
+        config_from_dict(_bad(key, value))
+
+
+def test_committed_params_load(tmp_path):
+    cfg = load_config(REPO / "params.yaml")
+    assert cfg.dataset.name == "camvid" and cfg.scale.name == "cpu" and cfg.generator.kind == "gmmn"
+    (tmp_path / "p.yaml").write_text("- a list\n")
+    with pytest.raises(Zs3Error, match="expected a mapping"):
+        load_config(tmp_path / "p.yaml")
 
 
 @pytest.mark.parametrize("dataset,top_p", [("voc2012", 25), ("camvid", 25), ("context", 75)])

@@ -67,8 +67,8 @@ def repo(tmp_path):
     _git(tmp_path, "commit", "-qm", "base")
     _experiment(tmp_path, "k2-gmmn", 2, "gmmn", 25, 10.0)
     _experiment(tmp_path, "k2-gc", 2, "gc", 25, 12.0)
-    _experiment(tmp_path, "k2-pading", 2, "primitive", 25, 14.0, {"alignment": True, "disentangle": True})
-    _experiment(tmp_path, "k2-prim", 2, "primitive", 25, 13.0, {"alignment": False, "disentangle": False})
+    _experiment(tmp_path, "k2-pading", 2, "pading", 25, 14.0, {"alignment": True, "disentangle": True})
+    _experiment(tmp_path, "k2-prim", 2, "pading", 25, 13.0, {"alignment": False, "disentangle": False})
     for p in (0, 50, 100):
         _experiment(tmp_path, f"k2-p{p}", 2, "gmmn", p, 10.0)
     _experiment(tmp_path, "k4-gmmn", 4, "gmmn", 25, 3.0)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zs3core.generation import generate
+from zs3core.generators.base import generate
 from zs3core.models.classifier import PixelClassifier
 from zs3core.retrain import loss_weights, retraining_set, shortcut_rate, train_classifier
 

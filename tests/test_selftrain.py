@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zs3core.selftrain import select_pseudo_labels
+from zs3core.self_training import select_pseudo_labels
 
 UNSEEN = [1, 2]   # class 0 is seen
 # Two pool images, pixels interleaved. Each row: probabilities of classes 0, 1, 2.
@@ -90,7 +90,7 @@ def test_ignore_protocol_never_pseudo_labels_a_known_seen_pixel():
     of those are eligible. With top_p 100, image 0 keeps p3 only (p0 and p5 carry a seen label;
     p2 is predicted seen), image 1 keeps p1, p6.
     """
-    from zs3core.selftrain import unlabelled
+    from zs3core.self_training import unlabelled
 
     labels = torch.tensor([0, 1, 255, 2, 0, 0, 255])
     elig = unlabelled(labels, [0], "ignore")
@@ -107,7 +107,7 @@ def test_pseudo_label_uses_the_calibrated_scores():
     γ = 0: only pixel 2 is predicted unseen. γ = 1.5: pixels 0 (0.5 < 1) and 2; pixel 1 (1.5 > 0)
     stays seen. top_p 100 keeps every unseen-predicted pixel; labels are the predicted class.
     """
-    from zs3core.selftrain import pseudo_label
+    from zs3core.self_training import pseudo_label
 
     logits = torch.tensor([[2.0, 1.0], [3.0, 0.0], [0.0, 1.0]])
     pool = {"features": logits, "image": torch.zeros(3, dtype=torch.long), "labels": torch.full((3,), 255)}

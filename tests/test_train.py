@@ -1,15 +1,19 @@
-"""Backbone shapes, checkpoint/resume of backbone training, generator and classifier loops."""
+"""Backbone shapes, checkpoint/resume and poly lr of backbone training, generator and classifier loops."""
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from zs3core.generation import generate, train_generator
+import dataclasses
+
+from zs3core.backbone import build_backbone, train_backbone
+from zs3core.checkpoint import Checkpoint
+from zs3core.generators.base import generate
+from zs3core.generators.gmmn import GMMN, fit_generator
 from zs3core.mmd import MMDLoss, mmd2
 from zs3core.models.deeplab import DeepLabV3Plus
-from zs3core.models.gmmn import GMMN
 from zs3core.retrain import train_classifier
-from zs3core.train import BackboneConfig, build_backbone, train_backbone
 
 
 def test_deeplab_features_are_stride4_and_feature_dim():
@@ -48,47 +52,76 @@ def _loader(seed=0):
     return DataLoader(ds, batch_size=2, shuffle=True, generator=torch.Generator().manual_seed(seed))
 
 
-def test_backbone_resume_matches_uninterrupted_run(tmp_path):
+def _bb(tiny_config):
+    return dataclasses.replace(tiny_config.backbone, name="resnet18", feature_dim=16, batch_size=2, lr=0.01, amp=False,
+                               channels_last=False)
+
+
+def test_backbone_resume_matches_uninterrupted_run(tmp_path, tiny_config):
     """An interrupted run resumed from its checkpoint ends with the same losses and weights as an uninterrupted one."""
-    cfg = BackboneConfig(name="resnet18", feature_dim=16, batch_size=2, epochs=3, lr=0.01, amp=False)
+    b = _bb(tiny_config)
+    cpu = torch.device("cpu")
     torch.manual_seed(0)
-    ref_model = build_backbone(3, cfg)
+    ref_model = build_backbone(3, b)
     torch.manual_seed(1)
-    ref = train_backbone(ref_model, _loader(), None, cfg, torch.device("cpu"), tmp_path / "a.pt", "h")
+    ref = train_backbone(ref_model, _loader(), None, b, 3, cpu, Checkpoint(tmp_path / "a.pt", "h", every=1))
 
     torch.manual_seed(0)
-    model = build_backbone(3, cfg)
-    loader = _loader()
+    model = build_backbone(3, b)
 
-    def stop_after_two(rec):
-        if rec["epoch"] == 2:
+    def stop_after_two(epoch, values):
+        if epoch == 2:
             raise _Stop
 
     torch.manual_seed(1)
+    ck = Checkpoint(tmp_path / "b.pt", "h", every=1)
     try:
-        train_backbone(model, loader, None, cfg, torch.device("cpu"), tmp_path / "b.pt", "h", stop_after_two)
+        train_backbone(model, _loader(), None, b, 3, cpu, ck, stop_after_two)
     except _Stop:
         pass
-    assert torch.load(tmp_path / "b.pt", weights_only=False)["epoch"] == 2
+    assert torch.load(tmp_path / "b.pt", weights_only=False)["step"] == 2
     torch.manual_seed(0)
-    model2 = build_backbone(3, cfg)
+    model2 = build_backbone(3, b)
     # a fresh loader, as in a new process: the checkpoint restores its shuffling state
     seen = []
-    resumed = train_backbone(model2, _loader(), None, cfg, torch.device("cpu"), tmp_path / "b.pt", "h", seen.append)
-    assert [r["epoch"] for r in resumed] == [1, 2, 3]
-    assert [r["epoch"] for r in seen] == [1, 2, 3]
-    assert resumed[0]["loss"] == ref[0]["loss"] and resumed[1]["loss"] == ref[1]["loss"]
-    assert abs(resumed[2]["loss"] - ref[2]["loss"]) < 1e-5
-    for (n, a), (_, b) in zip(ref_model.state_dict().items(), model2.state_dict().items()):
-        assert torch.allclose(a.float(), b.float(), atol=1e-5), n
+    resumed = train_backbone(model2, _loader(), None, b, 3, cpu, ck, lambda e, v: seen.append(e))
+    assert seen == [1, 2, 3] and len(resumed["loss"]) == 3
+    assert resumed["loss"][:2] == ref["loss"][:2]
+    assert abs(resumed["loss"][2] - ref["loss"][2]) < 1e-5
+    assert resumed["lr"] == ref["lr"]
+    for (n, x), (_, y) in zip(ref_model.state_dict().items(), model2.state_dict().items()):
+        assert torch.allclose(x.float(), y.float(), atol=1e-5), n
 
 
-def test_checkpoint_of_other_settings_is_ignored(tmp_path):
-    """A checkpoint with another run hash is not resumed from."""
-    cfg = BackboneConfig(name="resnet18", feature_dim=16, batch_size=2, epochs=1, lr=0.01, amp=False)
-    train_backbone(build_backbone(3, cfg), _loader(), None, cfg, torch.device("cpu"), tmp_path / "c.pt", "one")
-    hist = train_backbone(build_backbone(3, cfg), _loader(), None, cfg, torch.device("cpu"), tmp_path / "c.pt", "two")
-    assert len(hist) == 1 and torch.load(tmp_path / "c.pt", weights_only=False)["run_hash"] == "two"
+def test_poly_learning_rate_by_hand(tiny_config):
+    """The lr of each iteration t is lr_0 (1 - t / T)^0.9 (body) and 10x that (head): LambdaLR's poly."""
+    b = dataclasses.replace(_bb(tiny_config), lr=0.01, head_lr_mult=10.0, poly_power=0.9)
+    model = build_backbone(3, b)
+    seen = []
+    orig = torch.optim.SGD.step
+
+    def spy(self, *a, **k):
+        seen.append([g["lr"] for g in self.param_groups])
+        return orig(self, *a, **k)
+
+    torch.optim.SGD.step = spy
+    try:
+        train_backbone(model, _loader(), None, b, 2, torch.device("cpu"))
+    finally:
+        torch.optim.SGD.step = orig
+    total = 2 * 2   # 2 epochs x 2 batches
+    assert len(seen) == total
+    for t, (body, head) in enumerate(seen):
+        assert body == pytest.approx(0.01 * (1 - t / total) ** 0.9, rel=1e-12)
+        assert head == pytest.approx(0.1 * (1 - t / total) ** 0.9, rel=1e-12)
+
+
+def test_checkpoint_of_other_settings_is_ignored(tmp_path, tiny_config):
+    """A checkpoint with another run hash is not resumed from (and is replaced)."""
+    b = _bb(tiny_config)
+    train_backbone(build_backbone(3, b), _loader(), None, b, 1, torch.device("cpu"), Checkpoint(tmp_path / "c.pt", "one", 1))
+    hist = train_backbone(build_backbone(3, b), _loader(), None, b, 1, torch.device("cpu"), Checkpoint(tmp_path / "c.pt", "two", 1))
+    assert len(hist["loss"]) == 1 and torch.load(tmp_path / "c.pt", weights_only=False)["run_hash"] == "two"
 
 
 def test_gmmn_learns_class_conditional_means():
@@ -99,10 +132,10 @@ def test_gmmn_learns_class_conditional_means():
     real = torch.cat([torch.randn(400, d) * 0.5 + 3.0, torch.randn(400, d) * 0.5 - 3.0])
     labels = torch.cat([torch.zeros(400), torch.ones(400)]).long()
     emb = torch.eye(2)
-    gen = GMMN(2, 2, d, hidden=32, dropout=0.0)
+    gen = GMMN(2, 2, d, hidden=32, leaky_slope=0.2, dropout=0.0)
     before = mmd2(generate(gen, emb, [0], 200, torch.device("cpu"))[0], real[:400], [1, 2, 5])
-    losses = train_generator(gen, real, labels, emb, [0, 1], MMDLoss("paper", (1.0, 2.0, 5.0)), 300, 64, 0.01, g,
-                             torch.device("cpu"))
+    losses = fit_generator(gen, real, labels, emb, [0, 1], MMDLoss("paper", (1.0, 2.0, 5.0)), 300, 64, 0.01, g,
+                           torch.device("cpu"))["mmd"]
     assert losses[-1] < losses[0]
     f0, _ = generate(gen, emb, [0], 200, torch.device("cpu"))
     after = mmd2(f0, real[:400], [1, 2, 5])

@@ -9,9 +9,9 @@ the step's scalars; :func:`run_steps` does everything around it:
   saved step with the same random streams;
 * shows a tqdm bar that never forces a redraw (its postfix is refreshed at tqdm's own pace,
   which ``stages/__init__.py`` slows to one line every 15 s when the output is a log file);
-* appends the scalars to per-name curves and hands each step's values to ``on_step`` (the
-  stages log them through DVCLive);
-* saves the checkpoint when due.
+* appends the scalars to per-name curves, saves the checkpoint when due, then hands the step's
+  values to ``on_step`` (the stages log them through DVCLive);
+* prints a one-line summary every ``summary_every`` steps (each epoch's summary in a log).
 
 A step must consume randomness only through its own code, so that a run, an interrupted and
 resumed run, and the same run before and after a refactor end with the same weights.
@@ -55,12 +55,12 @@ def run_steps(step: Callable[[int], dict], n: int, state: dict, rng=None, ckpt: 
         values = step(i)
         for k, v in values.items():
             curves.setdefault(k, []).append(v)
+        if ckpt and ckpt.due(i + 1):
+            ckpt.save(i + 1, state, rng, {"curves": curves})
         shown = {k: f"{v:.4g}" for k, v in values.items() if isinstance(v, float)}
         bar.set_postfix(shown, refresh=False)
         if on_step:
             on_step(i + 1, values)
         if summary_every and ((i + 1) % summary_every == 0 or i + 1 == n):
             tqdm.write(f"{desc} {unit} {i + 1}/{n}: " + " ".join(f"{k}={v}" for k, v in shown.items()))
-        if ckpt and ckpt.due(i + 1):
-            ckpt.save(i + 1, state, rng, {"curves": curves})
     return curves

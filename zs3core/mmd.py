@@ -103,9 +103,9 @@ class MMDLoss:
             raise Zs3Error(f"generator.mmd.bandwidths: need at least one bandwidth, all > 0; got {list(self.bandwidths)}")
 
     @classmethod
-    def from_params(cls, p: dict) -> MMDLoss:
-        """From the ``generator.mmd`` params: {convention, bandwidths}."""
-        return cls(str(p["convention"]), tuple(float(b) for b in p["bandwidths"]))
+    def from_params(cls, p) -> MMDLoss:
+        """From the ``generator.mmd`` view (:class:`zs3core.config.MMDParams`)."""
+        return cls(str(p.convention), tuple(float(b) for b in p.bandwidths))
 
     def mmd2(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Biased MMD^2 of two samples under this kernel (scalar float tensor)."""

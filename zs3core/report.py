@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from zs3core.evaluation import MODEL_TITLES
 from zs3core.io import Zs3Error
 
 GROUPS = (("seen", "Seen"), ("unseen", "Unseen"), ("all", "Overall"))
@@ -83,19 +84,21 @@ def default_budget(config_dir: Path = Path("conf")) -> tuple[int, int]:
 def generator_label(params: dict, budget: tuple[int, int] | None = None) -> str:
     """Human name of the generator variant of a run (the registry's label: GMMN, GC, primitives
     (+ alignment (+ disentanglement))), with the training budget appended when it is not
-    ``budget`` (default: :func:`default_budget`)."""
+    ``budget`` (default: :func:`default_budget`). ``params``: a run's params.yaml as a dict."""
+    from types import SimpleNamespace
+
     from zs3core.generators import KINDS
 
     g = params.get("generator", {})
     kind = KINDS.get(g.get("kind", "gmmn"))
-    name = kind.label(g) if kind else str(g.get("kind"))
+    view = json.loads(json.dumps(g), object_hook=lambda d: SimpleNamespace(**d))   # attribute access, as the views
+    name = kind.label(view) if kind else str(g.get("kind"))
     steps, samples = budget or default_budget()
     run_budget = (int(g.get("steps", steps)), int(g.get("samples_per_class", samples)))
     return name + ("" if run_budget == (steps, samples) else f" [{run_budget[0]} steps x {run_budget[1]}/class]")
 
 
-MODEL_NAMES = {"oracle": "supervised oracle", "seen_only": "seen-only (w/o ZSL)", "devise": "DeViSE",
-               "real_feature_ceiling": "real-feature ceiling (diagnostic)"}
+MODEL_NAMES = {**MODEL_TITLES, "seen_only": "seen-only (w/o ZSL)"}
 
 
 def run_rows(name: str, rev: str | None, repo: Path = Path("."), budget: tuple[int, int] | None = None) -> list[dict]:

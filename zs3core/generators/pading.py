@@ -463,4 +463,4 @@ class PADingKind(GeneratorKind):
         pr = params.primitive
         name = {(True, True): "PADing (primitives + alignment + disentanglement)", (True, False): "primitives + alignment",
                 (False, True): "primitives + disentanglement"}.get((pr.alignment, pr.disentangle), "primitives only")
-        return name + (", linear+ReLU head" if pr.output_head == "linear_relu" else "")
+        return name + (", linear+ReLU head" if getattr(pr, "output_head", None) == "linear_relu" else "")
