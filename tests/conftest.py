@@ -204,3 +204,57 @@ def tiny_config():
     from zs3core.config import config_from_dict
 
     return config_from_dict(yaml.safe_load(compose(["+experiment=camvid_tiny"], config_dir=CONF)))
+
+
+def sh(args, cwd, check=True):
+    """Run a command in ``cwd`` with git identity and no DVC analytics; AssertionError with its output on failure."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
+    r = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, args))} failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
+    return r
+
+
+def make_project_repo(dest: Path) -> Path:
+    """A git + DVC repository at ``dest`` holding this project's pipeline files (not its data)."""
+    import shutil
+    import sys
+
+    for name in ["dvc.yaml", "params.yaml", "conf", "stages", "zs3core", ".dvcignore", ".gitignore"]:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy(src, dest / name)
+    sh(["git", "init", "-q"], dest)
+    sh([sys.executable, "-m", "dvc", "init", "-q"], dest)
+    shutil.copy(REPO / ".dvc" / "config", dest / ".dvc" / "config")
+    sh(["git", "add", "-A"], dest)
+    sh(["git", "commit", "-qm", "init"], dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory):
+    """The README's local-data command at the tiny scale on real CamVid, run once per session:
+    ``dvc exp run -S +experiment=camvid_tiny -S source=local -S data_root=<shared>``.
+
+    Returns (repo, snapshot, log): the repository (tests may run more experiments in it), a
+    read-only copy of its workspace right after the run (for readers such as the prediction
+    tests), and the run's output. Skipped when ../shared/data is absent."""
+    import shutil
+    import sys
+
+    shared = SHARED_DATA.resolve()
+    if not (shared / "camvid" / "train.txt").exists():
+        pytest.skip(f"{shared}/camvid not found: the end-to-end tests run where ../shared/data is present (CI)")
+    repo = make_project_repo(tmp_path_factory.mktemp("zs3repo"))
+    run = sh([sys.executable, "-m", "dvc", "exp", "run", "-S", "+experiment=camvid_tiny", "-S", "source=local",
+              "-S", f"data_root={shared}"], repo)
+    snapshot = tmp_path_factory.mktemp("zs3snapshot") / "repo"
+    shutil.copytree(repo, snapshot, symlinks=True, ignore=shutil.ignore_patterns(".git", ".dvc"))
+    return repo, snapshot, run.stdout + run.stderr

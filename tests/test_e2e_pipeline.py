@@ -9,14 +9,12 @@ invalidates exactly the stages after embed that depend on it.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import sh
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = (REPO / ".." / "shared" / "data").resolve()
@@ -27,34 +25,10 @@ TINY = ["-S", "+experiment=camvid_tiny", "-S", "source=local"]
 pytestmark = pytest.mark.e2e
 
 
-def sh(args, cwd, check=True):
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t", "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
-    r = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
-    return r
-
-
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    if not (SHARED / "camvid" / "train.txt").exists():
-        pytest.skip(f"{SHARED}/camvid not found: the end-to-end test runs where ../shared/data is present (CI)")
-    repo = tmp_path_factory.mktemp("zs3repo")
-    for name in ["dvc.yaml", "params.yaml", "conf", "stages", "zs3core", ".dvcignore", ".gitignore"]:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            shutil.copy(src, repo / name)
-    sh(["git", "init", "-q"], repo)
-    sh([sys.executable, "-m", "dvc", "init", "-q"], repo)
-    sh([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], repo)
-    shutil.copy(REPO / ".dvc" / "config", repo / ".dvc" / "config")
-    sh(["git", "add", "-A"], repo)
-    sh(["git", "commit", "-qm", "init"], repo)
-    run = sh([sys.executable, "-m", "dvc", "exp", "run", *TINY, "-S", f"data_root={SHARED}"], repo)
-    return repo, run.stdout + run.stderr
+def pipeline(tiny_pipeline):
+    repo, _, log = tiny_pipeline
+    return repo, log
 
 
 def test_every_stage_ran(pipeline):

@@ -17,7 +17,6 @@ import yaml
 
 from zs3core.config import Config, config_from_dict, load_yaml_params
 from zs3core.io import StageOutputs, Zs3Error, remove_stale_staging
-from zs3core.runtime import pick_device, seed_everything, set_threads
 
 PARAMS = Path("params.yaml")
 DVC_YAML = Path("dvc.yaml")
@@ -39,18 +38,23 @@ class Stage:
 
     Args:
         name: the stage's name in dvc.yaml (default: the running module's name).
+        light: no torch (no ``rng``, no ``device``), for stages that run on every ``dvc repro``.
     """
 
-    def __init__(self, name: str | None = None):
+    def __init__(self, name: str | None = None, light: bool = False):
         self.name = name or Path(sys.argv[0]).stem
-        set_threads()
         raw = load_yaml_params(PARAMS)
         self.cfg: Config = config_from_dict(raw)
         spec = yaml.safe_load(DVC_YAML.read_text())["stages"].get(self.name, {}) if DVC_YAML.exists() else {}
         self.keys = [str(k) for k in spec.get("params", [])]
         self.used = _subset(raw, self.keys)
-        self.rng = seed_everything(self.cfg.seed)
-        self.device = pick_device(self.cfg.scale.device)
+        self.rng = self.device = None
+        if not light:   # a light stage (source_stamp) must not pay torch's import on every `dvc repro`
+            from zs3core.runtime import pick_device, seed_everything, set_threads
+
+            set_threads()
+            self.rng = seed_everything(self.cfg.seed)
+            self.device = pick_device(self.cfg.scale.device)
 
     def check_params_unchanged(self) -> None:
         """Raise Zs3Error when a param this stage read changed in params.yaml since it started
@@ -69,13 +73,13 @@ class Stage:
                             record=(Path("params") / f"{self.name}.yaml", yaml.safe_dump(self.used, sort_keys=False)))
 
 
-def run(main) -> None:
-    """Run ``main(Stage())``; an input error prints one clear line and exits with status 2."""
+def run(main, light: bool = False) -> None:
+    """Run ``main(Stage(light=light))``; an input error prints one clear line and exits with status 2."""
     t0 = time.time()
     try:
         for d in remove_stale_staging():
             print(f"removed {d}, left by an interrupted stage")
-        main(Stage())
+        main(Stage(light=light))
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
         print(f"[{Path(sys.argv[0]).stem}] done in {time.time() - t0:.1f} s, peak RSS {peak:.0f} MB")
     except Zs3Error as e:

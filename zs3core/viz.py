@@ -260,3 +260,76 @@ def evaluation_figures(out, split: str, conf: dict, rows: list[dict], panels: di
                 **{titles[k.split("@")[0]] + (" (cal.)" if "@" in k else ""): pan[k] for k in shown if k in pan}}
         save_panel(out.path(f"plots/evaluate/panels/{split}_{dataset.samples[i].id}.png"), img.permute(1, 2, 0).numpy(),
                    cols, classes, list(unseen), pal, f"{split} {dataset.samples[i].id} (* = unseen)")
+
+
+def overlay_legend(labels: np.ndarray, classes: list[str], unseen=(), added=()) -> list[tuple[int, str]]:
+    """Legend entries of a label map: (class id, text) for every class present, most pixels first.
+
+    The text is the class name, its share of the pixels and its group: ``(unseen)`` for the
+    dataset's unseen classes, ``(new)`` for classes added at prediction time.
+
+    Args:
+        labels: (H, W) int class ids in [0, len(classes)); other values are not listed.
+    """
+    ids, counts = np.unique(labels[(labels >= 0) & (labels < len(classes))], return_counts=True)
+    total = max(int(labels.size), 1)
+    unseen, added = {int(u) for u in unseen}, {int(a) for a in added}
+    out = []
+    for c, n in sorted(zip(ids.tolist(), counts.tolist()), key=lambda t: (-t[1], t[0])):
+        tag = " (new)" if c in added else " (unseen)" if c in unseen else ""
+        out.append((int(c), f"{classes[c]}{tag} {100.0 * n / total:.1f}%"))
+    return out
+
+
+def overlay_image(image: np.ndarray, labels: np.ndarray, classes: list[str], pal: np.ndarray, unseen=(), added=(),
+                  alpha: float = 0.5) -> np.ndarray:
+    """The image blended with its class colours, with a legend of the classes present.
+
+    Pixel (y, x) is ``(1 - alpha) * image + alpha * pal[labels]``; the legend (upper right,
+    half-transparent, font scaled to the image height) lists :func:`overlay_legend`.
+    Rendered by matplotlib (Agg) at exactly the image's size.
+
+    Args:
+        image: (H, W, 3) uint8 RGB. labels: (H, W) int class ids (indices of ``classes``).
+        pal: (C, 3) uint8 colours, C >= len(classes). alpha: colour weight in [0, 1].
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+
+    Raises:
+        ValueError: image and labels differ in size, or alpha outside [0, 1].
+    """
+    h, w = labels.shape
+    if image.shape[:2] != (h, w):
+        raise ValueError(f"image {image.shape[1]}x{image.shape[0]} and labels {w}x{h} differ in size")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    blend = ((1.0 - alpha) * image.astype(np.float32) + alpha * colorize(labels, pal).astype(np.float32))
+    blend = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
+    dpi = 100
+    fig = plt.figure(figsize=(w / dpi, h / dpi), dpi=dpi)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(blend, interpolation="nearest")
+    ax.set_axis_off()
+    entries = overlay_legend(labels, classes, unseen, added)
+    if entries:
+        size_pt = max(5.0, min(h / 30.0, w / 22.0) * 72.0 / dpi)  # entry height ~ 1/30 of the image
+        handles = [Patch(facecolor=pal[c] / 255.0, edgecolor="black", linewidth=0.5, label=t) for c, t in entries]
+        ax.legend(handles=handles, loc="upper right", fontsize=size_pt, framealpha=0.75, borderaxespad=0.3,
+                  handlelength=1.0, handletextpad=0.4, labelspacing=0.25, borderpad=0.3)
+    fig.canvas.draw()
+    out = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    if out.shape[:2] != (h, w):  # matplotlib rounds the canvas size; never observed, kept exact anyway
+        from PIL import Image
+
+        out = np.asarray(Image.fromarray(out).resize((w, h), Image.NEAREST))
+    return out
+
+
+def save_overlay(path: Path, image: np.ndarray, labels: np.ndarray, classes: list[str], pal: np.ndarray, unseen=(),
+                 added=(), alpha: float = 0.5) -> None:
+    """Write :func:`overlay_image` as an RGB PNG of the image's size to ``path``."""
+    from PIL import Image
+
+    Image.fromarray(overlay_image(image, labels, classes, pal, unseen, added, alpha)).save(path)

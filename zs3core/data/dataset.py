@@ -89,7 +89,7 @@ class SegDataset(Dataset):
                 ops.append(v2.RandomHorizontalFlip())
             if augment.blur:
                 ops.append(v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 2.0))], p=0.5))
-        self.augment = v2.Compose(ops)
+        self.augment = v2.Compose(ops) if ops else None
 
     def __len__(self) -> int:
         return len(self.samples)
