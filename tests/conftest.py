@@ -224,6 +224,7 @@ def make_project_repo(dest: Path) -> Path:
     import shutil
     import sys
 
+    dest.mkdir(parents=True, exist_ok=True)
     for name in ["dvc.yaml", "params.yaml", "conf", "stages", "zs3core", ".dvcignore", ".gitignore"]:
         src = REPO / name
         if src.is_dir():

@@ -87,7 +87,8 @@ class Project:
         self.save_params()
 
     def run(self, stage: str) -> subprocess.CompletedProcess:
-        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg")
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg",
+                   PYTHONPATH=str(REPO))  # zs3core from this checkout, installed or not
         return subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=self.root, env=env,
                               capture_output=True, text=True, timeout=300)
 
@@ -228,12 +229,12 @@ WORDS = ["sky", "building", "pole", "road", "pavement", "tree", "sign", "symbol"
          "pedestrian", "bicyclist"]
 
 
-def write_vectors(path: Path, words: list[str]) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
+def write_vectors(path: Path, words: list[str], seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
     vecs = {w: rng.normal(size=8).astype(np.float32) for w in words}
     kv = KeyedVectors(vector_size=8)
     kv.add_vectors(list(vecs), np.stack(list(vecs.values())))
-    kv.save_word2vec_format(str(path), binary=False)
+    kv.save_word2vec_format(str(path), binary=path.suffix == ".bin")
     return vecs
 
 

@@ -32,7 +32,7 @@ def test_devise_transfers_to_an_unseen_class(tmp_path):
     seen = [0, 1, 2, 3]
     x = torch.cat([sample(c, 200) for c in seen])
     y = torch.cat([torch.full((200,), c) for c in seen])
-    head, losses = train_devise(x, y, emb, epochs=60, batch_size=64, lr=1e-2, generator=g, device=torch.device("cpu"))
+    head, losses = train_devise(x, y, emb, epochs=60, batch_size=64, lr=1e-2, rng=g, device=torch.device("cpu"))
     assert losses[-1] < 0.5 * losses[0]
     test = sample(4, 100)
     sims = head(test)

@@ -65,10 +65,10 @@ def test_gc_generator_uses_neighbours_only():
     emb = torch.randn(3, 4)
     path = normalized_adjacency(torch.tensor([[0, 1, 0], [1, 0, 0], [0, 0, 0]]))  # node 2 isolated
     z = torch.Generator().manual_seed(1)
-    out = gen(emb, path, generator=z)
+    out = gen(emb, path, rng=z)
     emb2 = emb.clone()
     emb2[0] += 1.0  # change node 0: its neighbour 1 must change, isolated node 2 must not
-    out2 = gen(emb2, path, generator=torch.Generator().manual_seed(1))
+    out2 = gen(emb2, path, rng=torch.Generator().manual_seed(1))
     assert not torch.allclose(out[1], out2[1])
     torch.testing.assert_close(out[2], out2[2])
     assert out.shape == (3, 5)

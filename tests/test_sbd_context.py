@@ -593,7 +593,7 @@ def test_context_preset_and_vectors_agree_with_shared_data(shared_data, context_
 def test_shared_voc_mini_preconverted_is_used_as_is(tmp_path, shared_data):
     """The real pre-converted voc2012-mini (aug layout) with the default params (SBD listed):
     copied unchanged, train lists its 162 train_aug ids with the aug masks."""
-    p = yaml.safe_load(compose(["source=local", f"data_root={shared_data}"], config_dir=REPO / "conf"))
+    p = yaml.safe_load(compose(["dataset=voc2012", "source=local", f"data_root={shared_data}"], config_dir=REPO / "conf"))
     assert [e["name"] for e in p["dataset"]["extra"]] == ["sbd"]
     root = prepare_dataset(p["dataset"]["source"], tmp_path / "raw", "voc", extras=p["dataset"]["extra"],
                            classes=p["dataset"]["classes"], log=lambda m: None, progress=False)

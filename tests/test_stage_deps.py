@@ -63,3 +63,11 @@ def test_a_missing_dep_is_reported(tmp_path):
     d = yaml.safe_load((REPO / "dvc.yaml").read_text())
     d["stages"]["evaluate"]["deps"] = [x for x in d["stages"]["evaluate"]["deps"] if x != "zs3core/metrics.py"]
     assert missing_deps(d, REPO) == {"evaluate": ["zs3core/metrics.py"]}
+
+
+def test_stages_stay_thin():
+    """A stage reads params, calls zs3core and writes outputs: under 60 lines each (the science
+    lives in zs3core/, one module per concept)."""
+    for path in sorted((REPO / "stages").glob("*.py")):
+        n = len(path.read_text().splitlines())
+        assert n < 60, f"{path.name}: {n} lines; move the logic into zs3core/"

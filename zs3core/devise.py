@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zs3core.checkpoint import Checkpoint
-from zs3core.io import require_finite
-from zs3core.loop import run_steps
+from zs3core.loop import descend, run_steps
 
 
 class DeViSEHead(nn.Module):
@@ -74,11 +73,7 @@ def train_devise(feats: torch.Tensor, labels: torch.Tensor, emb: torch.Tensor, e
             idx = perm[i:i + batch_size]
             x, y = feats[idx].to(device), labels[idx].to(device)
             loss = (1.0 - (head.project(x) * head.emb[y]).sum(1)).mean()
-            require_finite(loss, "DeViSE projection", epoch + 1)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            tot += loss.item() * len(idx)
+            tot += descend(opt, loss, "DeViSE projection", epoch + 1) * len(idx)
         return {"loss": tot / len(feats)}
 
     curves = run_steps(epoch_step, epochs, {"head": head, "opt": opt}, rng, ckpt, "DeViSE projection", on_epoch,

@@ -64,3 +64,22 @@ def run_steps(step: Callable[[int], dict], n: int, state: dict, rng=None, ckpt: 
         if summary_every and ((i + 1) % summary_every == 0 or i + 1 == n):
             tqdm.write(f"{desc} {unit} {i + 1}/{n}: " + " ".join(f"{k}={v}" for k, v in shown.items()))
     return curves
+
+
+def descend(opt, loss, loop: str, step: int) -> float:
+    """One gradient step of ``opt`` on the scalar ``loss``, refused when it is not finite.
+
+    Raises:
+        Zs3Error: ``loss`` is NaN or infinite (:func:`zs3core.io.require_finite` names ``loop``
+            and ``step``); the parameters are left as they were.
+
+    Returns:
+        the loss as a Python float.
+    """
+    from zs3core.io import require_finite
+
+    require_finite(loss, loop, step)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item()

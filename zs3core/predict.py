@@ -5,7 +5,7 @@
 
 Reads the outputs of ``dvc repro`` under the repository root ``--repo`` (default: the current
 folder): the backbone (``data/backbone/model.pt``), the ZS3Net or ZS5Net 1x1 classifier
-(``data/classifier/zs3net.pt``, ``data/self_train/zs5net.pt``), the class split
+(``data/classifier/zs3net.pt``, ``data/self_training/zs5net.pt``), the class split
 (``data/split/classes.json``), γ of calibrated stacking (``metrics/calibration.json``) and
 ``params.yaml``. Per image (:meth:`Predictor.segment`): the evaluation preprocessing of the
 evaluate stage (short side resized to ``backbone.eval_short_side`` when set, ImageNet
@@ -417,9 +417,10 @@ def load_predictor(repo: str | Path = ".", model: str = "zs3net", calibrated: bo
             raise Zs3Error(f"{path}: {head.linear.out_features} outputs for the {cs.num_classes} classes of "
                            f"{repo / CLASSES}; rerun the pipeline (dvc repro)")
     backbone, ck = load_backbone(repo / BACKBONE)
-    if "seen" in ck and list(ck["seen"]) != list(cs.seen):
+    seen_names = [cs.classes[c] for c in cs.seen]     # the backbone records its seen classes by name
+    if "seen" in ck and list(ck["seen"]) != seen_names:
         raise Zs3Error(f"{repo / BACKBONE}: trained on seen classes {ck['seen']}, but {repo / CLASSES} has "
-                       f"{list(cs.seen)}; rerun the pipeline (dvc repro)")
+                       f"{seen_names}; rerun the pipeline (dvc repro)")
     feat_dim = int(ck["params"]["feature_dim"])
     if head.linear.in_features != feat_dim:
         raise Zs3Error(f"{repo / MODELS[model]}: reads {head.linear.in_features}-d features, the backbone gives "

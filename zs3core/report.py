@@ -25,6 +25,7 @@ import argparse
 import io
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -381,7 +382,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         tabs = write_report(a.out, Path("."), a.names, a.workspace)
     except Zs3Error as e:
-        raise SystemExit(f"error: {e}") from None
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     for name, t in tabs.items():
         if not t.empty:
             print(f"\n{name}\n{_markdown(t)}")

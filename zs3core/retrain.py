@@ -28,8 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from zs3core.checkpoint import Checkpoint
-from zs3core.io import require_finite
-from zs3core.loop import run_steps
+from zs3core.loop import descend, run_steps
 from zs3core.models.classifier import PixelClassifier
 
 Sampler = Callable[[list[int], int], tuple[torch.Tensor, torch.Tensor]]
@@ -114,11 +113,7 @@ def train_classifier(feats: torch.Tensor, labels: torch.Tensor, num_classes: int
             idx = perm[i:i + batch_size]
             x, y = feats[idx].to(device), labels[idx].to(device)
             loss = F.cross_entropy(clf(x), y, weight=weight)
-            require_finite(loss, desc, epoch + 1)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            tot += loss.item() * len(idx)
+            tot += descend(opt, loss, desc, epoch + 1) * len(idx)
             n += len(idx)
         return {"loss": tot / max(n, 1)}
 

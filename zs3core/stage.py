@@ -33,6 +33,16 @@ def _subset(raw: dict, keys: list[str]) -> dict:
     return out
 
 
+def _changed(old, new, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two (nested) params mappings."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            out += _changed(old.get(k), new.get(k), f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return [prefix] if old != new else []
+
+
 class Stage:
     """One run of a stage: validated params (``cfg``), the seeded ``rng``, the ``device``.
 
@@ -60,7 +70,7 @@ class Stage:
         """Raise Zs3Error when a param this stage read changed in params.yaml since it started
         (another DVC command in the same workspace): its outputs would not match dvc.lock."""
         now = _subset(load_yaml_params(PARAMS), self.keys)
-        changed = sorted(k for k in self.keys if now[k] != self.used[k])
+        changed = sorted(_changed(self.used, now))
         if changed:
             raise Zs3Error(f"params.yaml changed while stage '{self.name}' ran ({', '.join(changed)}); nothing was "
                            "written. Run one DVC command per workspace; use `dvc exp run --queue` or `--temp` for "

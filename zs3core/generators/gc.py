@@ -20,8 +20,8 @@ from torch import nn
 from zs3core.checkpoint import Checkpoint
 from zs3core.generators.base import FitData, GeneratorKind, SampleContext
 from zs3core.graphs import RegionGraph, mask_graphs, normalized_adjacency, stack_graphs
-from zs3core.io import Zs3Error, require_finite
-from zs3core.loop import run_steps
+from zs3core.io import Zs3Error
+from zs3core.loop import descend, run_steps
 from zs3core.mmd import MMDLoss
 
 
@@ -110,11 +110,7 @@ def fit_graph_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Tenso
         real, real_l = feats[idx[keep]].float().to(device), real_l[keep].to(device)
         fake = gen(emb[cls.to(device)], prop.to(device))
         loss = loss_fn.classwise(real, real_l, fake, cls.to(device))
-        require_finite(loss, "fit_generator (GC, MMD)", i + 1)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return {"mmd": loss.item()}
+        return {"mmd": descend(opt, loss, "fit_generator (GC, MMD)", i + 1)}
 
     return run_steps(step, steps, {"gen": gen, "opt": opt}, rng, ckpt, "GC generator (MMD)", on_step, summary_every=500)
 

@@ -12,8 +12,7 @@ from torch import nn
 
 from zs3core.checkpoint import Checkpoint
 from zs3core.generators.base import FitData, GeneratorKind, class_rows, draw_real
-from zs3core.io import require_finite
-from zs3core.loop import run_steps
+from zs3core.loop import descend, run_steps
 from zs3core.mmd import MMDLoss
 
 
@@ -79,11 +78,7 @@ def fit_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, emb
         real, batch_l = draw_real(feats, pools, samples_per_class, rng)
         real, batch_l = real.to(device), batch_l.to(device)   # same classes and counts for real and generated
         loss = loss_fn.classwise(real, batch_l, gen(emb[batch_l]), batch_l)
-        require_finite(loss, "fit_generator (MMD)", i + 1)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return {"mmd": loss.item()}
+        return {"mmd": descend(opt, loss, "fit_generator (MMD)", i + 1)}
 
     return run_steps(step, steps, {"gen": gen, "opt": opt}, rng, ckpt, "generator (MMD)", on_step, summary_every=1000)
 

@@ -52,8 +52,8 @@ from torch import nn
 
 from zs3core.checkpoint import Checkpoint
 from zs3core.generators.base import FitData, GeneratorKind, class_rows, draw_real
-from zs3core.io import Zs3Error, require_finite
-from zs3core.loop import run_steps
+from zs3core.io import Zs3Error
+from zs3core.loop import descend, run_steps
 from zs3core.mmd import MMDLoss
 
 
@@ -432,11 +432,7 @@ def fit_pading(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, emb: t
                      + p.relation_weight * RELATION_CE_SCALE * terms.get("relation", zero)
                      + p.recon_weight * terms.get("recon", zero))
         total = terms["mmd"] + p.structure_weight * structure
-        require_finite(total, "fit_generator (PADing)", i + 1)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-        return {"total": total.item(), **{k: v.item() for k, v in terms.items()}}
+        return {"total": descend(opt, total, "fit_generator (PADing)", i + 1), **{k: v.item() for k, v in terms.items()}}
 
     state = {"gen": gen, "opt": opt, **({"dis": dis} if dis is not None else {})}
     return run_steps(step, params.steps, state, rng, ckpt, "generator (PADing)", on_step, summary_every=500)

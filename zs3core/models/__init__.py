@@ -1,4 +1,4 @@
-"""Networks: DeepLabv3+ (deeplab), the feature generators (gmmn, gcn, primitive) and the pixel classifier.
+"""Networks: DeepLabv3+ (deeplab) and the pixel classifier (classifier).
 
-Generators are built, fitted, sampled and loaded through the registry of :mod:`zs3core.generators`.
+The feature generators live in :mod:`zs3core.generators` (one module per kind, one registry).
 """
