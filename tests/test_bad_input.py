@@ -66,6 +66,10 @@ def base_params(tmp_path_factory) -> dict:
     return p
 
 
+STAGE_ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg",
+                 PYTHONPATH=str(REPO))  # stage subprocesses: zs3core from this checkout, installed or not
+
+
 class Project:
     """A throw-away pipeline folder: stages/, params.yaml and data/raw (a tiny CamVid)."""
 
@@ -87,9 +91,7 @@ class Project:
         self.save_params()
 
     def run(self, stage: str) -> subprocess.CompletedProcess:
-        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg",
-                   PYTHONPATH=str(REPO))  # zs3core from this checkout, installed or not
-        return subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=self.root, env=env,
+        return subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=self.root, env=STAGE_ENV,
                               capture_output=True, text=True, timeout=300)
 
     def leftovers(self) -> list[Path]:

@@ -24,13 +24,12 @@ import torch
 import yaml
 from conftest import _make_camvid, make_project_repo, sh, write_label
 from PIL import Image
-from test_bad_input import SPLIT_OUTPUTS, WORDS, Project, assert_clean_failure, labels, write_vectors
+from test_bad_input import SPLIT_OUTPUTS, STAGE_ENV, WORDS, Project, assert_clean_failure, labels, write_vectors
 from test_bad_input import base_params, project  # noqa: F401  (fixtures used here)
 
 from zs3core.compose import compose
 
 REPO = Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg", PYTHONPATH=str(REPO))
 
 
 def dvc(args: list[str], repo: Path) -> str:
@@ -171,7 +170,7 @@ def workspace(tiny_pipeline, tmp_path):
 
 
 def run_stage(ws: Path, code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], cwd=ws, env=ENV, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-c", code], cwd=ws, env=STAGE_ENV, capture_output=True, text=True, timeout=600)
 
 
 def test_non_finite_feature_cache_stops_fit_generator(workspace):

@@ -89,9 +89,10 @@ def run(main, light: bool = False) -> None:
     try:
         for d in remove_stale_staging():
             print(f"removed {d}, left by an interrupted stage")
-        main(Stage(light=light))
+        st = Stage(light=light)
+        main(st)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-        print(f"[{Path(sys.argv[0]).stem}] done in {time.time() - t0:.1f} s, peak RSS {peak:.0f} MB")
+        print(f"[{st.name}] done in {time.time() - t0:.1f} s, peak RSS {peak:.0f} MB")
     except Zs3Error as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
