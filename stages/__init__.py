@@ -6,3 +6,7 @@ import sys
 # several times a second, so logs stay readable (tqdm reads TQDM_* defaults at import time).
 if not sys.stderr.isatty():
     os.environ.setdefault("TQDM_MININTERVAL", "15")
+# Under torchrun only rank 0 shows progress bars (zs3core/distributed.py); the other ranks
+# compute silently (their errors still reach stderr).
+if os.environ.get("RANK", "0") != "0":
+    os.environ["TQDM_DISABLE"] = "1"

@@ -23,7 +23,7 @@ from zs3core.splits import pixel_count_matrix, read_class_split, read_manifest
 from zs3core.viz import save_calibration_curves
 
 CLASSES, MANIFEST, EMBED = Path("data/split/classes.json"), Path("data/split/manifest.csv"), Path("data/embed/class_embeddings.pt")
-LABELLED, MAPS = Path("data/features/labelled.pt"), Path("data/features/label_maps.pt")
+LABELLED, MAPS = Path("data/features/labelled"), Path("data/features/label_maps.pt")
 
 
 def main(st) -> None:

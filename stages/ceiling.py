@@ -17,7 +17,7 @@ from zs3core.models.classifier import save_classifier
 from zs3core.retrain import fit_classifier
 from zs3core.splits import read_class_split
 
-CLASSES, LABELLED, POOL = Path("data/split/classes.json"), Path("data/features/labelled.pt"), Path("data/features/pool.pt")
+CLASSES, LABELLED, POOL = Path("data/split/classes.json"), Path("data/features/labelled"), Path("data/features/pool")
 CEILING = Path("data/ceiling/real_feature_ceiling.pt")
 
 

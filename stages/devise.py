@@ -18,7 +18,7 @@ from zs3core.features import load_cache
 from zs3core.io import LiveCurves
 from zs3core.splits import read_class_split
 
-CLASSES, EMBED, LABELLED = Path("data/split/classes.json"), Path("data/embed/class_embeddings.pt"), Path("data/features/labelled.pt")
+CLASSES, EMBED, LABELLED = Path("data/split/classes.json"), Path("data/embed/class_embeddings.pt"), Path("data/features/labelled")
 DEVISE = Path("data/devise/devise.pt")
 
 

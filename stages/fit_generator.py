@@ -27,7 +27,7 @@ from zs3core.splits import read_class_split
 from zs3core.viz import generator_figures
 
 CLASSES, EMBED = Path("data/split/classes.json"), Path("data/embed/class_embeddings.pt")
-LABELLED, POOL, MAPS = Path("data/features/labelled.pt"), Path("data/features/pool.pt"), Path("data/features/label_maps.pt")
+LABELLED, POOL, MAPS = Path("data/features/labelled"), Path("data/features/pool"), Path("data/features/label_maps.pt")
 GENERATOR = Path("data/generator/generator.pt")
 
 

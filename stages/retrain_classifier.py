@@ -24,7 +24,7 @@ from zs3core.retrain import fit_classifier, shortcut_rate
 from zs3core.splits import read_class_split
 
 CLASSES, EMBED = Path("data/split/classes.json"), Path("data/embed/class_embeddings.pt")
-LABELLED, MAPS, GENERATOR = Path("data/features/labelled.pt"), Path("data/features/label_maps.pt"), Path("data/generator/generator.pt")
+LABELLED, MAPS, GENERATOR = Path("data/features/labelled"), Path("data/features/label_maps.pt"), Path("data/generator/generator.pt")
 ZS3NET = Path("data/classifier/zs3net.pt")
 SHORTCUT_SAMPLES = 500  # fresh generated features per seen class for the shortcut diagnostic
 

@@ -24,7 +24,7 @@ from zs3core.self_training import pseudo_label, pseudo_label_report
 from zs3core.splits import read_class_split
 
 CLASSES, EMBED, CALIBRATION = Path("data/split/classes.json"), Path("data/embed/class_embeddings.pt"), Path("metrics/calibration.json")
-LABELLED, POOL, MAPS = Path("data/features/labelled.pt"), Path("data/features/pool.pt"), Path("data/features/label_maps.pt")
+LABELLED, POOL, MAPS = Path("data/features/labelled"), Path("data/features/pool"), Path("data/features/label_maps.pt")
 GENERATOR, ZS3NET, ZS5NET = Path("data/generator/generator.pt"), Path("data/classifier/zs3net.pt"), Path("data/self_training/zs5net.pt")
 
 

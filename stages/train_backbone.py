@@ -2,9 +2,9 @@
 
 Only the kept training images are used (``drop``), or every training image with unseen pixels
 ignored (``ignore``); class-balanced weights come from the kept labels (:mod:`zs3core.balancing`).
-A checkpoint is written to data/.work after every epoch; re-running after an interruption
-resumes from it. Outputs: data/backbone/model.pt, metrics/backbone.json, plots/backbone/
-(DVCLive curves and PNGs of the loss and of the val seen mIoU).
+A checkpoint in data/.work after every epoch lets an interrupted run resume. Under torchrun
+(``scale.launcher``) it trains with DDP (:mod:`zs3core.distributed`); rank 0 writes outputs:
+data/backbone/model.pt, metrics/backbone.json, plots/backbone/ (DVCLive curves, PNGs).
 """
 from __future__ import annotations
 
@@ -18,37 +18,39 @@ from zs3core.balancing import class_weights
 from zs3core.checkpoint import stage_checkpoint
 from zs3core.config import as_dict
 from zs3core.data.layouts import find_root
+from zs3core.distributed import decorrelate_ranks, resume_settings
 from zs3core.io import LiveCurves
 from zs3core.splits import manifest_samples, pixel_count_matrix, read_class_split, read_manifest
-from zs3core.viz import save_curve
+from zs3core.viz import backbone_figures
 
-RAW, MANIFEST, CLASSES = Path("data/raw"), Path("data/split/manifest.csv"), Path("data/split/classes.json")
-BACKBONE = Path("data/backbone/model.pt")
+RAW, MANIFEST, CLASSES, BACKBONE = (Path("data/raw"), Path("data/split/manifest.csv"), Path("data/split/classes.json"),
+                                    Path("data/backbone/model.pt"))
 
 
 def main(st) -> None:
     b, cs, df = st.cfg.backbone, read_class_split(CLASSES), read_manifest(MANIFEST)
     train = df[df.status == "kept"]
     loader, val = training_loaders(find_root(RAW, st.cfg.dataset.layout), manifest_samples(train),
-                                   manifest_samples(df[df.split == "val"]), cs, b, st.cfg.scale.num_workers, st.rng, st.device)
+                                   manifest_samples(df[df.split == "val"]), cs, b, st.cfg.scale.num_workers, st.rng, st.device,
+                                   st.dist, st.cfg.seed)
     epochs = epochs_for(b, len(loader))
     seen = [cs.classes[c] for c in cs.seen]
     weights = class_weights(pixel_count_matrix(train, seen), b.class_weighting, b.class_weight_cap)
     print(f"{epochs} epochs of {len(loader)} batches; class weights ({b.class_weighting}): "
           + ", ".join(f"{c} {w:.2f}" for c, w in zip(seen, weights)))
     model = build_backbone(len(cs.seen), b)
-    ckpt = stage_checkpoint("train_backbone", {**as_dict(st.cfg), "n_train": len(train)}, [MANIFEST], every=1)
+    decorrelate_ranks(st.cfg.seed, st.dist)
+    ckpt = stage_checkpoint("train_backbone", {**resume_settings(as_dict(st.cfg), st.dist), "n_train": len(train)},
+                            [MANIFEST], every=1, writer=st.dist.is_main)
     with st.outputs() as out:
         live = LiveCurves(out.path("plots/backbone/dvclive"))
-        curves = train_backbone(model, loader, val, b, epochs, st.device, ckpt, live, torch.tensor(weights, dtype=torch.float32))
+        curves = train_backbone(model, loader, val, b, epochs, st.device, ckpt, live, torch.tensor(weights, dtype=torch.float32),
+                                st.dist, st.cfg.scale.sync_bn)
         live.close()
         save_backbone(model.cpu().to(memory_format=torch.contiguous_format), b, seen, out.path(BACKBONE))
         report = training_report(curves, seen, weights, len(train))
         out.json("metrics/backbone.json", report)
-        save_curve(out.path("plots/backbone/curves.png"), {"train loss": curves["loss"]}, "epoch", "cross-entropy",
-                   "backbone training loss")
-        save_curve(out.path("plots/backbone/val_seen_miou.png"), {"val seen mIoU": curves["val_seen_mIoU"]}, "epoch",
-                   "mIoU (%)", f"seen-class mIoU on {len(val.dataset) if val else 0} val images")
+        backbone_figures(out, curves, min(len(df[df.split == "val"]), b.val_max_images or len(df)))
     ckpt.clear()
     print(f"backbone trained; val seen mIoU {report['val_seen_mIoU']}")
 

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import pytest
 import torch
 
 from zs3core.data.layouts import list_samples
-from zs3core.features import load_cache
+from zs3core.features import load_cache, write_cache
 from zs3core.io import StageOutputs, Zs3Error, check_finite, finite_json, require_finite
 from zs3core.models.classifier import PixelClassifier, save_classifier
 from zs3core.retrain import train_classifier
@@ -34,13 +35,14 @@ def test_stage_outputs_refuse_nan_metrics_and_write_nothing(tmp_path):
 def test_feature_cache_with_nan_names_file_and_image(tmp_path):
     feats = torch.zeros(4, 3, dtype=torch.float16)
     feats[2, 1] = float("nan")
-    path = tmp_path / "labelled.pt"
-    torch.save({"features": feats, "labels": torch.zeros(4, dtype=torch.long),
-                "image": torch.tensor([0, 0, 1, 1]), "manifest_ids": ["0001TP_006690", "Seq05VD_f00030"]}, path)
-    with pytest.raises(Zs3Error, match=r"labelled\.pt.*Seq05VD_f00030"):
+    path = tmp_path / "labelled"
+    write_cache(path, {"features": feats, "labels": torch.zeros(4, dtype=torch.long),
+                       "image": torch.tensor([0, 0, 1, 1]), "manifest_ids": ["0001TP_006690", "Seq05VD_f00030"]})
+    with pytest.raises(Zs3Error, match=r"labelled.*Seq05VD_f00030"):
         load_cache(path)
-    torch.save({"features": torch.zeros(4, 3), "labels": torch.zeros(4, dtype=torch.long),
-                "image": torch.zeros(4, dtype=torch.long), "manifest_ids": ["a"]}, path)
+    shutil.rmtree(path)
+    write_cache(path, {"features": torch.zeros(4, 3), "labels": torch.zeros(4, dtype=torch.long),
+                       "image": torch.zeros(4, dtype=torch.long), "manifest_ids": ["a"]})
     assert load_cache(path)["features"].shape == (4, 3)
 
 

@@ -28,6 +28,7 @@ from test_bad_input import SPLIT_OUTPUTS, STAGE_ENV, WORDS, Project, assert_clea
 from test_bad_input import base_params, project  # noqa: F401  (fixtures used here)
 
 from zs3core.compose import compose
+from zs3core.features import load_cache, write_cache
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -174,17 +175,19 @@ def run_stage(ws: Path, code: str) -> subprocess.CompletedProcess:
 
 
 def test_non_finite_feature_cache_stops_fit_generator(workspace):
-    cache = workspace / "data" / "features" / "labelled.pt"
-    c = torch.load(cache, weights_only=False)
+    cache = workspace / "data" / "features" / "labelled"
+    c = load_cache(cache)
+    c["features"] = c["features"].clone()
     row = int(torch.nonzero(c["image"] == c["image"][len(c["image"]) // 2])[0, 0])
     c["features"][row, 0] = float("nan")
     image_id = c["manifest_ids"][int(c["image"][row])]
-    torch.save(c, cache)
+    shutil.rmtree(cache)
+    write_cache(cache, c)
     before = digest(workspace / "data" / "generator") | digest(workspace / "metrics")
     res = run_stage(workspace, "import runpy, sys; sys.argv = ['stages/fit_generator.py']; "
                                "runpy.run_module('stages.fit_generator', run_name='__main__')")
     assert res.returncode == 2, res.stdout + res.stderr
-    assert "data/features/labelled.pt" in res.stderr and f"image id '{image_id}'" in res.stderr, res.stderr
+    assert "data/features/labelled" in res.stderr and f"image id '{image_id}'" in res.stderr, res.stderr
     assert "non-finite" in res.stderr and "Traceback" not in res.stderr
     assert digest(workspace / "data" / "generator") | digest(workspace / "metrics") == before
     assert not list(workspace.glob(".zs3-stage-*"))

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from zs3core.checkpoint import Checkpoint
+from zs3core.distributed import SINGLE, DistEnv, all_reduce_sum, block, mean_over_processes, per_process_batch, wrap_model
 from zs3core.io import require_finite
 from zs3core.loop import run_steps
 from zs3core.metrics import confusion_matrix, group_scores, per_class_iou
@@ -86,8 +87,16 @@ def seen_miou(model: DeepLabV3Plus, loader: DataLoader, num_seen: int, device: t
 
 def train_backbone(model: DeepLabV3Plus, train_loader: DataLoader, val_loader: DataLoader | None, params,
                    epochs: int, device: torch.device, ckpt: Checkpoint | None = None, on_epoch=None,
-                   class_weight: torch.Tensor | None = None) -> dict[str, list]:
+                   class_weight: torch.Tensor | None = None, dist: DistEnv = SINGLE,
+                   sync_bn: bool = False) -> dict[str, list]:
     """Train with cross-entropy on seen classes; SGD, poly lr, 10x lr on the head.
+
+    Distributed (``dist.enabled``, under torchrun; :mod:`zs3core.distributed`): the model is
+    wrapped in ``DistributedDataParallel`` (gradients averaged over processes), the loaders
+    come from :func:`training_loaders` with the same ``dist`` (a ``DistributedSampler`` whose
+    epoch is set before each epoch; each process validates its block of the val images and
+    the confusion matrices are summed), and the epoch loss is the mean over every batch of
+    every process. Checkpoints hold the unwrapped model, so a run resumes with any world size.
 
     Args:
         model: network with ``num_seen`` outputs; targets are seen indices, 255 ignored.
@@ -101,17 +110,19 @@ def train_backbone(model: DeepLabV3Plus, train_loader: DataLoader, val_loader: D
             (:func:`zs3core.loop.run_steps`).
         class_weight: (S,) float32 cross-entropy weight of each seen output
             (:func:`zs3core.balancing.class_weights`); None = unweighted.
+        dist: this process's place in a distributed run. sync_bn: SyncBatchNorm (CUDA only).
 
     Returns:
         Per-epoch curves: loss, lr (of the last iteration), val_seen_mIoU (or None),
         val_seen_IoU (per seen output, % or None), seconds.
 
     Raises:
-        Zs3Error: a non-finite loss (nothing is saved).
+        Zs3Error: a non-finite loss (nothing is saved); ``sync_bn`` on the CPU.
     """
     model.to(device)
     if params.channels_last:
         model.to(memory_format=torch.channels_last)
+    net = wrap_model(model, dist, device, sync_bn)
     opt = torch.optim.SGD(model.param_groups(params.lr, params.head_lr_mult), lr=params.lr,
                           momentum=params.momentum, weight_decay=params.weight_decay)
     total_iters = max(1, epochs * len(train_loader))
@@ -122,8 +133,12 @@ def train_backbone(model: DeepLabV3Plus, train_loader: DataLoader, val_loader: D
     num_seen = model.classifier.out_channels
     weight = class_weight.float().to(device) if class_weight is not None else None
 
+    sampler = getattr(train_loader, "sampler", None)
+
     def epoch_step(epoch: int) -> dict:
-        model.train()
+        net.train()
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)   # a new permutation each epoch, the same on every process
         t0, losses, lr = time.time(), [], opt.param_groups[0]["lr"]
         for img, target, _ in train_loader:
             lr = opt.param_groups[0]["lr"]
@@ -131,7 +146,7 @@ def train_backbone(model: DeepLabV3Plus, train_loader: DataLoader, val_loader: D
             if params.channels_last:
                 img = img.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                logits = upsample_logits(model(img), target.shape[-2:])
+                logits = upsample_logits(net(img), target.shape[-2:])
                 loss = F.cross_entropy(logits.float(), target, weight=weight, ignore_index=255)
             require_finite(loss, f"train_backbone (epoch {epoch + 1})", len(losses) + 1)
             opt.zero_grad(set_to_none=True)
@@ -143,9 +158,11 @@ def train_backbone(model: DeepLabV3Plus, train_loader: DataLoader, val_loader: D
         val, val_iou = None, None
         if val_loader is not None and ((epoch + 1) % params.val_every == 0 or epoch + 1 == epochs):
             conf = seen_confusion(model, val_loader, num_seen, device, params.channels_last)
+            conf = all_reduce_sum(torch.from_numpy(conf), dist).numpy()   # each process scored its block
             val = group_scores(conf, range(num_seen))["mIoU"]
             val_iou = [None if np.isnan(v) else round(float(v), 2) for v in per_class_iou(conf)]
-        return {"loss": float(np.mean(losses)) if losses else float("nan"), "lr": lr, "val_seen_mIoU": val,
+        loss = mean_over_processes(float(np.mean(losses)) if losses else float("nan"), len(losses), dist)
+        return {"loss": loss, "lr": lr, "val_seen_mIoU": val,
                 "val_seen_IoU": val_iou, "seconds": time.time() - t0}
 
     state = {"model": model, "opt": opt, "sched": sched, "scaler": scaler}
@@ -161,22 +178,37 @@ def evenly_spaced(items: list, n: int | None) -> list:
 
 
 def training_loaders(root, train_samples, val_samples, split, params, workers: int, rng: torch.Generator,
-                     device: torch.device) -> tuple[DataLoader, DataLoader | None]:
+                     device: torch.device, dist: DistEnv = SINGLE, seed: int = 0) -> tuple[DataLoader, DataLoader | None]:
     """The training loader (augmented, shuffled with ``rng``; targets are seen indices, unseen
     and void pixels 255) and the validation loader (``val_max_images`` evenly spaced images).
 
     Args:
         split: the trained :class:`zs3core.splits.ClassSplit`. params: the ``backbone`` view.
+        dist: distributed run (:mod:`zs3core.distributed`): the training loader then draws
+            from a ``DistributedSampler`` (permutation seeded by ``seed`` + epoch, so the images
+            of global step t do not depend on the world size) in batches of
+            ``batch_size / world_size``, and the val loader holds this process's block of the
+            val images. A single process keeps the ``rng``-shuffled loader.
+
+    Raises:
+        Zs3Error: ``backbone.batch_size`` is not a multiple of the world size.
     """
     from zs3core.data.dataset import Augment, SegDataset
 
     common = dict(num_classes=split.num_classes, ignore_index=split.ignore_index, lut=split.train_lut())
     train_ds = SegDataset(root, train_samples, augment=Augment.from_params(params), **common)
-    val_ds = SegDataset(root, evenly_spaced(val_samples, params.val_max_images), eval_short_side=params.eval_short_side,
-                        **common)
-    train = DataLoader(train_ds, batch_size=params.batch_size, shuffle=True, drop_last=len(train_ds) > params.batch_size,
-                       num_workers=workers, generator=rng, pin_memory=device.type == "cuda")
-    val = DataLoader(val_ds, batch_size=1, num_workers=workers) if len(val_ds) else None
+    val_samples = evenly_spaced(val_samples, params.val_max_images)
+    val_ds = SegDataset(root, block(val_samples, dist) if dist.enabled else val_samples,
+                        eval_short_side=params.eval_short_side, **common)
+    drop_last, pin = len(train_ds) > params.batch_size, device.type == "cuda"
+    if dist.enabled:
+        sampler = DistributedSampler(train_ds, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=seed)
+        train = DataLoader(train_ds, batch_size=per_process_batch(params.batch_size, dist), sampler=sampler,
+                           drop_last=drop_last, num_workers=workers, pin_memory=pin)
+    else:
+        train = DataLoader(train_ds, batch_size=params.batch_size, shuffle=True, drop_last=drop_last,
+                           num_workers=workers, generator=rng, pin_memory=pin)
+    val = DataLoader(val_ds, batch_size=1, num_workers=workers) if len(val_samples) else None
     return train, val
 
 

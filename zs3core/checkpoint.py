@@ -23,10 +23,12 @@ class Checkpoint:
         path: checkpoint file (written atomically: temp file + rename).
         run_hash: identifies the settings; a file with another hash is ignored.
         every: save every ``every`` steps (<= 0: never).
+        writer: False for the ranks other than 0 of a distributed run: they restore the file
+            but never save or remove it (rank 0 does).
     """
 
-    def __init__(self, path: Path | str, run_hash: str, every: int = 200):
-        self.path, self.run_hash, self.every = Path(path), run_hash, int(every)
+    def __init__(self, path: Path | str, run_hash: str, every: int = 200, writer: bool = True):
+        self.path, self.run_hash, self.every, self.writer = Path(path), run_hash, int(every), writer
 
     def restore(self, objects: dict, generator: torch.Generator | None = None) -> tuple[int, dict]:
         """Load state into ``objects`` ({name: module or optimiser}) when a matching file exists.
@@ -50,7 +52,7 @@ class Checkpoint:
 
     def due(self, step: int) -> bool:
         """True when ``step`` (1-based count of finished steps) should be saved."""
-        return self.every > 0 and step % self.every == 0
+        return self.writer and self.every > 0 and step % self.every == 0
 
     def save(self, step: int, objects: dict, generator: torch.Generator | None = None, extra: dict | None = None) -> None:
         """Write the state after ``step`` finished steps."""
@@ -63,20 +65,22 @@ class Checkpoint:
 
     def clear(self) -> None:
         """Remove the file once the loop finished and its outputs are written."""
-        self.path.unlink(missing_ok=True)
+        if self.writer:
+            self.path.unlink(missing_ok=True)
 
 
 WORK = Path("data/.work")
 """Where interrupted training loops keep their checkpoints (not a DVC output)."""
 
 
-def stage_checkpoint(name: str, settings, inputs, every: int) -> Checkpoint:
+def stage_checkpoint(name: str, settings, inputs, every: int, writer: bool = True) -> Checkpoint:
     """The checkpoint of a stage's training loop in :data:`WORK`, bound to ``settings`` (any
     JSON-able object: the params the loop depends on) and to the size and modification time of
-    its input files, so that a checkpoint of other settings or other inputs is ignored."""
+    its input files, so that a checkpoint of other settings or other inputs is ignored.
+    ``writer``: see :class:`Checkpoint` (False on the ranks other than 0)."""
     import os
 
     from zs3core.runtime import config_hash
 
     stamp = [(str(f), os.path.getsize(f), os.path.getmtime(f)) for f in inputs if Path(f).exists()]
-    return Checkpoint(WORK / f"{name}_checkpoint.pt", config_hash({"settings": settings, "inputs": stamp}), every)
+    return Checkpoint(WORK / f"{name}_checkpoint.pt", config_hash({"settings": settings, "inputs": stamp}), every, writer)

@@ -210,6 +210,9 @@ class ScaleParams:
     max_eval_images: int | None = spec(int, ge=1, null=True)
     device: str = spec(str, doc="auto, cpu, cuda or cuda:N")
     num_workers: int = spec(int, ge=0)
+    launcher: str = spec(str, choices=("none", "torchrun"), doc="how dvc repro starts train_backbone and extract_features")
+    nproc_per_node: int = spec(int, ge=1, doc="processes (GPUs) per machine under torchrun")
+    sync_bn: bool = spec(bool, doc="SyncBatchNorm in distributed backbone training (CUDA only)")
 
     def check(self, prefix: str) -> None:
         d = self.device

@@ -39,14 +39,16 @@ class StageOutputs:
         before_publish: called after the block, before anything is published; an exception
             from it publishes nothing (the stages check that their params did not change).
         record: (path, text) written as one more output on success (the params a stage used).
+        publish: False: stage everything, publish nothing (the ranks other than 0 of a
+            distributed run, which compute alongside rank 0 but must not write).
     """
 
     def __init__(self, root: str | Path = ".", before_publish: Callable[[], None] | None = None,
-                 record: tuple[str | Path, str] | None = None):
+                 record: tuple[str | Path, str] | None = None, publish: bool = True):
         self.root = Path(root)
         self._staged: dict[Path, Path] = {}
         self._tmp: Path | None = None
-        self.before_publish, self.record = before_publish, record
+        self.before_publish, self.record, self.publish = before_publish, record, publish
 
     def __enter__(self) -> StageOutputs:
         self._tmp = Path(tempfile.mkdtemp(prefix=f".zs3-stage-{os.getpid()}-", dir=self.root))
@@ -85,7 +87,7 @@ class StageOutputs:
     def __exit__(self, exc_type, exc, tb) -> bool:
         assert self._tmp is not None
         try:
-            if exc_type is None:
+            if exc_type is None and self.publish:
                 if self.record is not None:
                     self.text(*self.record)
                 if self.before_publish is not None:

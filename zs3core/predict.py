@@ -51,6 +51,7 @@ from torch import nn
 
 from zs3core.calibration import calibrate
 from zs3core.data.dataset import normalize, resize_short_side
+from zs3core.features import load_cache
 from zs3core.io import StageOutputs, Zs3Error, read_json
 from zs3core.models.classifier import PixelClassifier, load_classifier
 from zs3core.models.deeplab import upsample_logits
@@ -62,7 +63,7 @@ CLASSES = "data/split/classes.json"
 BACKBONE = "data/backbone/model.pt"
 EMBED = "data/embed/class_embeddings.pt"
 GENERATOR = "data/generator/generator.pt"
-LABELLED = "data/features/labelled.pt"
+LABELLED = "data/features/labelled"
 LABEL_MAPS = "data/features/label_maps.pt"
 CALIBRATION = "metrics/calibration.json"
 MAX_CLASSES = 255  # label PNGs are uint8
@@ -294,7 +295,7 @@ def extend_classifier(repo: Path, params, cs: ClassSplit, specs, device: torch.d
     graphs: no mask of the dataset holds them; the dataset's unseen classes from the pool's
     masks, as in the retrain_classifier stage); :func:`zs3core.retrain.fit_classifier`
     retrains with the ``classifier`` params on the real seen features of
-    ``data/features/labelled.pt``, generated seen features, and generated features of the
+    ``data/features/labelled``, generated seen features, and generated features of the
     dataset's unseen classes and of the new ones (all weighted as unseen), seeded by ``seed``.
 
     Args:
@@ -337,7 +338,7 @@ def extend_classifier(repo: Path, params, cs: ClassSplit, specs, device: torch.d
             "(no context)")
         lm = torch.load(_need(repo, LABEL_MAPS), map_location="cpu", weights_only=False)
         ctx = sample_context(lm["maps"], lm["pool_rows"], (cs.ignore_index, 255))
-    labelled = torch.load(_need(repo, LABELLED), map_location="cpu", weights_only=False)
+    labelled = load_cache(_need(repo, LABELLED))
     cfg = params.classifier
     rng = seed_everything(params.seed)
     added = list(range(cs.num_classes, cs.num_classes + len(names)))

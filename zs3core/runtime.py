@@ -32,8 +32,13 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def set_threads() -> None:
-    """Use every core this process may run on for intra-op parallelism (deterministic on CPU for a fixed count)."""
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    """Use every core this process may run on for intra-op parallelism (deterministic on CPU for
+    a fixed count). Under torchrun, ``OMP_NUM_THREADS`` wins when set: torchrun sets it to 1 per
+    process when it starts several, so that the processes do not oversubscribe the cores."""
+    from zs3core.distributed import launched_by_torchrun
+
+    if not (launched_by_torchrun() and "OMP_NUM_THREADS" in os.environ):
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
 
 
 def config_hash(obj) -> str:

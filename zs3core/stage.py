@@ -44,7 +44,9 @@ def _changed(old, new, prefix: str = "") -> list[str]:
 
 
 class Stage:
-    """One run of a stage: validated params (``cfg``), the seeded ``rng``, the ``device``.
+    """One run of a stage: validated params (``cfg``), the seeded ``rng``, the ``device``, and
+    ``dist`` (:class:`zs3core.distributed.DistEnv`: rank and world size under torchrun; a single
+    process otherwise). Under torchrun only rank 0 publishes outputs.
 
     Args:
         name: the stage's name in dvc.yaml (default: the running module's name).
@@ -59,12 +61,16 @@ class Stage:
         self.keys = [str(k) for k in spec.get("params", [])]
         self.used = _subset(raw, self.keys)
         self.rng = self.device = None
+        from zs3core.distributed import SINGLE
+
+        self.dist = SINGLE
         if not light:   # a light stage (source_stamp) must not pay torch's import on every `dvc repro`
+            from zs3core.distributed import init_from_env
             from zs3core.runtime import pick_device, seed_everything, set_threads
 
             set_threads()
             self.rng = seed_everything(self.cfg.seed)
-            self.device = pick_device(self.cfg.scale.device)
+            self.dist, self.device = init_from_env(pick_device(self.cfg.scale.device))
 
     def check_params_unchanged(self) -> None:
         """Raise Zs3Error when a param this stage read changed in params.yaml since it started
@@ -78,8 +84,9 @@ class Stage:
 
     def outputs(self) -> StageOutputs:
         """Atomic outputs, published only if the params are unchanged; they include
-        ``params/<stage>.yaml``, the params this run used."""
-        return StageOutputs(before_publish=self.check_params_unchanged,
+        ``params/<stage>.yaml``, the params this run used. On a rank other than 0 of a
+        distributed run they are written to a staging folder and discarded."""
+        return StageOutputs(before_publish=self.check_params_unchanged, publish=self.dist.is_main,
                             record=(Path("params") / f"{self.name}.yaml", yaml.safe_dump(self.used, sort_keys=False)))
 
 
@@ -91,8 +98,13 @@ def run(main, light: bool = False) -> None:
             print(f"removed {d}, left by an interrupted stage")
         st = Stage(light=light)
         main(st)
+        from zs3core.distributed import shutdown
+
+        shutdown(st.dist)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-        print(f"[{st.name}] done in {time.time() - t0:.1f} s, peak RSS {peak:.0f} MB")
+        if st.dist.is_main:
+            print(f"[{st.name}] done in {time.time() - t0:.1f} s, peak RSS {peak:.0f} MB"
+                  + (f" (rank 0 of {st.dist.world_size})" if st.dist.enabled else ""))
     except Zs3Error as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

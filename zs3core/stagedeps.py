@@ -8,7 +8,7 @@ tests/test_stage_deps.py checks ``dvc.yaml`` against :func:`stage_code`, and
     python -m zs3core.stagedeps            # list what is missing
     python -m zs3core.stagedeps --write    # rewrite the code deps of every stage in dvc.yaml
 
-keeps it in step (data deps such as ``data/features/labelled.pt`` are left as they are).
+keeps it in step (data deps such as ``data/features/labelled`` are left as they are).
 """
 from __future__ import annotations
 
@@ -68,15 +68,16 @@ def closure(path: Path, root: Path) -> set[Path]:
 
 
 def stage_code(dvc_yaml: dict, root: Path) -> dict[str, list[str]]:
-    """{stage: sorted project files its command runs}, for the ``python -m stages.<name>`` stages."""
+    """{stage: sorted project files its command runs}, for the ``python -m stages.<name>`` stages
+    (also when started through ``python -m zs3core.launch stages.<name>``: both modules count)."""
     out = {}
     for name, st in dvc_yaml.get("stages", {}).items():
         cmd = st.get("cmd", "")
         cmd = " ".join(cmd) if isinstance(cmd, list) else cmd
-        mod = next((w for w in cmd.split() if w.startswith("stages.")), None)
-        f = module_file(mod, root) if mod else None
-        if f:
-            out[name] = sorted(str(p.relative_to(root)) for p in closure(f, root))
+        mods = [w for w in cmd.split() if w.startswith(("stages.", "zs3core."))]
+        files = [f for f in (module_file(m, root) for m in mods) if f]
+        if any(m.startswith("stages.") for m in mods) and files:
+            out[name] = sorted({str(p.relative_to(root)) for f in files for p in closure(f, root)})
     return out
 
 
