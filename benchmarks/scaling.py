@@ -16,6 +16,7 @@ Usage (repository root, ../shared/data present):
     python benchmarks/scaling.py --until extract_features   # only the data-dependent stages
     python benchmarks/scaling.py --cache              # the feature cache alone (minutes, no training)
     python benchmarks/scaling.py --cache --legacy-tree /tmp/old   # the same with an older checkout's code
+    python benchmarks/scaling.py --cache -S features.pixels_per_class=1000 -S features.pool_pixels_per_image=5120
 
 ``--cache`` measures the feature cache without DVC or training: for each fraction a fresh
 process runs the cpu-scale backbone (random weights: memory and sizes do not depend on them)
@@ -76,7 +77,7 @@ from zs3core.data.layouts import list_samples
 from zs3core import features as F
 
 n, out, data = int(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
-cfg = config_from_dict(yaml.safe_load(compose(["scale=cpu"], config_dir=sys.argv[4])))
+cfg = config_from_dict(yaml.safe_load(compose(["scale=cpu", *sys.argv[5:]], config_dir=sys.argv[4])))
 torch.manual_seed(0)
 seen = [0, 1, 2, 3, 5, 6, 9]                     # CamVid K=4: car, pavement, fence, bicyclist unseen
 ds = SegDataset(data, list_samples(data, "camvid", "train")[:n], 11, 11, eval_short_side=cfg.backbone.eval_short_side)
@@ -120,8 +121,9 @@ print(json.dumps({"read_peak_MB": round(resource.getrusage(resource.RUSAGE_SELF)
 """
 
 
-def cache_scaling(fractions: list[float], legacy_tree: str | None) -> None:
-    """The ``--cache`` measurement (module docstring); ``legacy_tree``: run an older checkout's code."""
+def cache_scaling(fractions: list[float], legacy_tree: str | None, overrides: list[str]) -> None:
+    """The ``--cache`` measurement (module docstring); ``legacy_tree``: run an older checkout's
+    code; ``overrides``: Hydra overrides of the sampling (e.g. ``features.pixels_per_class=1000``)."""
     import os
     import tempfile
     from pathlib import Path
@@ -134,7 +136,7 @@ def cache_scaling(fractions: list[float], legacy_tree: str | None) -> None:
     for f in fractions:
         n = max(1, round(f * CAMVID_TRAIN))
         with tempfile.TemporaryDirectory(dir=repo) as tmp:
-            r = subprocess.run([sys.executable, "-c", CHILD, str(n), tmp, str(data), str(tree / "conf")], env=env,
+            r = subprocess.run([sys.executable, "-c", CHILD, str(n), tmp, str(data), str(tree / "conf"), *overrides], env=env,
                                capture_output=True, text=True, cwd=tree)
             if r.returncode:
                 sys.exit(r.stderr[-3000:])
@@ -168,7 +170,7 @@ def main() -> None:
                                     "number of training images; later ones run a fixed number of steps on a fixed val set)")
     a = ap.parse_args()
     if a.cache:
-        cache_scaling(a.fractions, a.legacy_tree)
+        cache_scaling(a.fractions, a.legacy_tree, a.set_param)
         return
     rows, totals = [], []
     for f in a.fractions:
