@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 from zs3core.stage import run
-from zs3core.backbone import build_backbone, epochs_for, save_backbone, train_backbone, training_loaders, training_report
+from zs3core.backbone import (build_backbone, epochs_for, evenly_spaced, save_backbone, train_backbone, training_loaders,
+                              training_report)
 from zs3core.balancing import class_weights
 from zs3core.checkpoint import stage_checkpoint
 from zs3core.config import as_dict
@@ -29,10 +30,9 @@ RAW, MANIFEST, CLASSES, BACKBONE = (Path("data/raw"), Path("data/split/manifest.
 
 def main(st) -> None:
     b, cs, df = st.cfg.backbone, read_class_split(CLASSES), read_manifest(MANIFEST)
-    train = df[df.status == "kept"]
-    loader, val = training_loaders(find_root(RAW, st.cfg.dataset.layout), manifest_samples(train),
-                                   manifest_samples(df[df.split == "val"]), cs, b, st.cfg.scale.num_workers, st.rng, st.device,
-                                   st.dist, st.cfg.seed)
+    train, val_samples = df[df.status == "kept"], manifest_samples(df[df.split == "val"])
+    loader, val = training_loaders(find_root(RAW, st.cfg.dataset.layout), manifest_samples(train), val_samples, cs, b,
+                                   st.cfg.scale.num_workers, st.rng, st.device, st.dist, st.cfg.seed)
     epochs = epochs_for(b, len(loader))
     seen = [cs.classes[c] for c in cs.seen]
     weights = class_weights(pixel_count_matrix(train, seen), b.class_weighting, b.class_weight_cap)
@@ -50,7 +50,7 @@ def main(st) -> None:
         save_backbone(model.cpu().to(memory_format=torch.contiguous_format), b, seen, out.path(BACKBONE))
         report = training_report(curves, seen, weights, len(train))
         out.json("metrics/backbone.json", report)
-        backbone_figures(out, curves, min(len(df[df.split == "val"]), b.val_max_images or len(df)))
+        backbone_figures(out, curves, len(evenly_spaced(val_samples, b.val_max_images)))
     ckpt.clear()
     print(f"backbone trained; val seen mIoU {report['val_seen_mIoU']}")
 

@@ -198,8 +198,7 @@ def training_loaders(root, train_samples, val_samples, split, params, workers: i
     common = dict(num_classes=split.num_classes, ignore_index=split.ignore_index, lut=split.train_lut())
     train_ds = SegDataset(root, train_samples, augment=Augment.from_params(params), **common)
     val_samples = evenly_spaced(val_samples, params.val_max_images)
-    val_ds = SegDataset(root, block(val_samples, dist) if dist.enabled else val_samples,
-                        eval_short_side=params.eval_short_side, **common)
+    val_ds = SegDataset(root, block(val_samples, dist), eval_short_side=params.eval_short_side, **common)
     drop_last, pin = len(train_ds) > params.batch_size, device.type == "cuda"
     if dist.enabled:
         sampler = DistributedSampler(train_ds, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=seed)

@@ -116,8 +116,7 @@ def all_reduce_sum(t: torch.Tensor, env: DistEnv) -> torch.Tensor:
 
     if not env.enabled or env.world_size == 1:
         return t
-    backend_cpu = dist.get_backend() == "gloo"
-    buf = t.detach().clone().cpu() if backend_cpu else t.detach().clone()
+    buf = (t.detach().cpu() if dist.get_backend() == "gloo" else t.detach()).clone()
     dist.all_reduce(buf)
     return buf.to(t.device)
 

@@ -70,31 +70,34 @@ class CacheWriter:
         self._file = open(self.folder / FEATURES_FILE, "wb")
         self.labels: list[torch.Tensor] = []
         self.image: list[torch.Tensor] = []
-        self.rows = 0
 
-    def append(self, features: torch.Tensor, labels: torch.Tensor, row: int) -> None:
-        """Add (n, d_x) features (stored as float16) with their (n,) class ids, all from dataset row ``row``."""
+    def append(self, features: torch.Tensor, labels: torch.Tensor, image) -> None:
+        """Add (n, d_x) features (stored as float16) with their (n,) class ids; ``image`` is the
+        dataset row of all of them (int) or of each (an (n,) tensor)."""
         if features.ndim != 2 or features.shape[1] != self.dim:
             raise ValueError(f"CacheWriter({self.folder}): features of shape {tuple(features.shape)}, expected (n, {self.dim})")
         self._file.write(features.detach().to(torch.float16).contiguous().numpy().tobytes())
         self.labels.append(labels.long().reshape(-1))
-        self.image.append(torch.full((len(labels),), int(row), dtype=torch.long))
-        self.rows += len(labels)
+        self.image.append(torch.as_tensor(image, dtype=torch.long).expand(len(labels)).clone())
 
     def close(self, manifest_ids) -> None:
         """Finish the features file and write the index."""
         self._file.close()
         cat = lambda xs: torch.cat(xs) if xs else torch.zeros(0, dtype=torch.long)  # noqa: E731
-        torch.save({"labels": cat(self.labels), "image": cat(self.image), "feature_dim": self.dim,
-                    "manifest_ids": list(manifest_ids)}, self.folder / INDEX_FILE)
+        save_index(self.folder, cat(self.labels), cat(self.image), self.dim, manifest_ids)
+
+
+def save_index(folder, labels: torch.Tensor, image: torch.Tensor, feature_dim: int, manifest_ids) -> None:
+    """Write a cache folder's ``index.pt`` (:class:`CacheWriter`)."""
+    torch.save({"labels": labels, "image": image, "feature_dim": int(feature_dim), "manifest_ids": list(manifest_ids)},
+               folder / INDEX_FILE)
 
 
 def write_cache(folder, cache: dict) -> None:
     """Write a cache dict (``features`` (N, d_x), ``labels``, ``image``, ``manifest_ids``) as a
     cache folder (:class:`CacheWriter`); for small caches built in memory (tests, tools)."""
     w = CacheWriter(folder, cache["features"].shape[1])
-    w._file.write(cache["features"].to(torch.float16).contiguous().numpy().tobytes())
-    w.labels, w.image, w.rows = [cache["labels"].long()], [cache["image"].long()], len(cache["labels"])
+    w.append(cache["features"], cache["labels"], cache["image"])
     w.close(cache.get("manifest_ids") or [])
 
 
@@ -218,8 +221,8 @@ def concat_caches(parts, folder) -> None:
         for p in parts:
             with open(Path(p) / FEATURES_FILE, "rb") as f:
                 shutil.copyfileobj(f, out, 16 * 2**20)
-    torch.save({"labels": torch.cat([i["labels"] for i in idx]), "image": torch.cat([i["image"] for i in idx]),
-                "feature_dim": idx[0]["feature_dim"], "manifest_ids": idx[0]["manifest_ids"]}, folder / INDEX_FILE)
+    save_index(folder, torch.cat([i["labels"] for i in idx]), torch.cat([i["image"] for i in idx]),
+               idx[0]["feature_dim"], idx[0]["manifest_ids"])
 
 
 def load_cache(path) -> dict:

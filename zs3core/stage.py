@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from zs3core.config import Config, config_from_dict, load_yaml_params
+from zs3core.distributed import SINGLE, init_from_env, shutdown   # no torch import at module level
 from zs3core.io import StageOutputs, Zs3Error, remove_stale_staging
 
 PARAMS = Path("params.yaml")
@@ -61,11 +62,8 @@ class Stage:
         self.keys = [str(k) for k in spec.get("params", [])]
         self.used = _subset(raw, self.keys)
         self.rng = self.device = None
-        from zs3core.distributed import SINGLE
-
         self.dist = SINGLE
         if not light:   # a light stage (source_stamp) must not pay torch's import on every `dvc repro`
-            from zs3core.distributed import init_from_env
             from zs3core.runtime import pick_device, seed_everything, set_threads
 
             set_threads()
@@ -98,8 +96,6 @@ def run(main, light: bool = False) -> None:
             print(f"removed {d}, left by an interrupted stage")
         st = Stage(light=light)
         main(st)
-        from zs3core.distributed import shutdown
-
         shutdown(st.dist)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
         if st.dist.is_main:
