@@ -116,6 +116,29 @@ def test_launcher_command():
         command("stages.x", {"launcher": "mpirun"})
 
 
+def test_thread_count_follows_zs3_threads(monkeypatch):
+    from zs3core.runtime import set_threads
+
+    before = torch.get_num_threads()
+    try:
+        for k in ("ZS3_THREADS", "OMP_NUM_THREADS", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
+            monkeypatch.delenv(k, raising=False)
+        set_threads()
+        assert torch.get_num_threads() == len(os.sched_getaffinity(0))      # default: every core
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")                          # not torchrun: ignored
+        set_threads()
+        assert torch.get_num_threads() == len(os.sched_getaffinity(0))
+        monkeypatch.setenv("ZS3_THREADS", "3")                              # explicit: wins
+        set_threads()
+        assert torch.get_num_threads() == 3
+        for bad in ("0", "two", "-1", ""):
+            monkeypatch.setenv("ZS3_THREADS", bad)
+            with pytest.raises(Zs3Error, match="ZS3_THREADS"):
+                set_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
 # --------------------------------------------------------------------------- torchrun, gloo, real data
 def torchrun(ws: Path, n: int, stage: str) -> subprocess.CompletedProcess:
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m",

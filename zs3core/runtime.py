@@ -31,13 +31,38 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def set_threads() -> None:
-    """Use every core this process may run on for intra-op parallelism (deterministic on CPU for
-    a fixed count). Under torchrun, ``OMP_NUM_THREADS`` wins when set: torchrun sets it to 1 per
-    process when it starts several, so that the processes do not oversubscribe the cores."""
-    from zs3core.distributed import launched_by_torchrun
+THREADS_ENV = "ZS3_THREADS"
 
-    if not (launched_by_torchrun() and "OMP_NUM_THREADS" in os.environ):
+
+def set_threads() -> None:
+    """Set torch's intra-op thread count for this stage process.
+
+    Order of precedence:
+
+    1. ``ZS3_THREADS`` (a positive integer), when set. Use it when several heavy jobs share the
+       cores, e.g. ``ZS3_THREADS=1 dvc queue start -j 2`` on 2 cores: two stages that each
+       run 2 threads on 2 cores oversubscribe them. Two PADing fits measured that way ran about
+       12 times slower each, not 2 (RESULTS.md, "Two jobs on two cores").
+    2. Under torchrun, ``OMP_NUM_THREADS`` when set: torchrun sets it to 1 per process when it
+       starts several, so that the processes do not oversubscribe the cores.
+    3. Otherwise every core this process may run on.
+
+    CPU results are deterministic for a fixed thread count; another count can change float
+    reductions in the last bits, so compare metrics between runs with the same count.
+
+    Raises:
+        Zs3Error: ``ZS3_THREADS`` is not a positive integer.
+    """
+    from zs3core.distributed import launched_by_torchrun
+    from zs3core.io import Zs3Error
+
+    wanted = os.environ.get(THREADS_ENV)
+    if wanted is not None:
+        if not wanted.strip().isdigit() or int(wanted) < 1:
+            raise Zs3Error(f"{THREADS_ENV}={wanted!r}: give a positive integer (threads per stage process), "
+                             f"or unset it to use every core")
+        torch.set_num_threads(int(wanted))
+    elif not (launched_by_torchrun() and "OMP_NUM_THREADS" in os.environ):
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
 
 
