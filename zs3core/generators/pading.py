@@ -137,7 +137,9 @@ class PrimitiveGenerator(nn.Module):
       vector across its d_x entries, then scaled and shifted per entry. That suits
       Mask2Former's query embeddings. It puts every synthetic feature on the same shell, while
       our targets are post-ReLU pixel features (non-negative, about half exact zeros, norms
-      that vary with the pixel), so the seen MMD stays high.
+      that vary with the pixel). Measured on CamVid K=2, cpu scale (RESULTS.md, "PADing's
+      output head"): seen MMD² 0.109 against 0.082 for ``linear_relu``; the ZS3Net hIoU is
+      the same within 0.3 (20.1 vs 19.8).
     * ``linear_relu``: the final LayerNorm is replaced by Linear(d_x, d_x) followed by ReLU,
       the shape of the DeepLabv3+ decoder's last layer, so outputs are non-negative with
       free norms, like the real pixel features. Every decoder layer still ends in its own
