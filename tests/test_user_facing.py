@@ -91,7 +91,8 @@ def test_doc_command_composes_what_it_says(doc, command):
             key, _, value = o.partition("=")
             key = key.lstrip("+")
             if key == "generator":
-                alone = yaml.safe_load(compose([f"generator={value}"], config_dir=REPO / "conf"))["generator"]
+                within = [x for x in ovr if x.lstrip("+").startswith("generator.")]   # e.g. generator.primitive.output_head
+                alone = yaml.safe_load(compose([f"generator={value}", *within], config_dir=REPO / "conf"))["generator"]
                 assert params["generator"]["kind"] == alone["kind"], command
                 assert params["generator"].get("primitive") == alone.get("primitive"), command
             elif key == "source":
