@@ -30,14 +30,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def job(generator: str, steps: int) -> None:
     """One job: build and fit the generator on random features, print 's/step=<float>'."""
+    from dataclasses import replace
+
     import torch
+    import yaml
 
     from zs3core.compose import compose
     from zs3core.config import config_from_dict
     from zs3core.generators import KINDS
     from zs3core.generators.base import FitData
     from zs3core.runtime import seed_everything, set_threads
-    import yaml
 
     set_threads()
     cfg = config_from_dict(yaml.safe_load(compose(["scale=cpu", f"generator={generator}"], config_dir=ROOT / "conf")))
@@ -49,14 +51,12 @@ def job(generator: str, steps: int) -> None:
     kind = KINDS[cfg.generator.kind]
     gen = kind.build(cfg.generator, d_a, d_x)
     warm = 5
-    t0 = t1 = 0.0
+    t0 = 0.0
 
     def on_step(i: int, _values: dict) -> None:
         nonlocal t0
         if i == warm:   # on_step gets the number of steps done
             t0 = time.perf_counter()
-
-    from dataclasses import replace
 
     kind.fit(gen, data, seen, replace(cfg.generator, steps=warm + steps), rng, torch.device("cpu"), unseen=unseen,
              on_step=on_step)

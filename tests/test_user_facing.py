@@ -15,6 +15,7 @@ from conftest import sh
 
 from zs3core.compose import compose
 from zs3core.config import config_from_dict
+from zs3core.report import list_experiments
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", REPO / "RESULTS.md"]
@@ -151,11 +152,8 @@ def test_models_are_dvc_artifacts(tiny_pipeline, tmp_path):
     import dvc.api
 
     repo, _, _ = tiny_pipeline
-    refs = sh(["git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps"], repo).stdout.split("\n")
-    # experiment refs are refs/exps/<sha[:2]>/<sha[2:]>/<name>; refs/exps/exec/* and refs/exps/celery/*
-    # are DVC's bookkeeping (EXEC_HEAD points at the baseline, which has no dvc.lock)
-    revs = [ln.split()[1] for ln in refs if ln.strip() and len(ln.split()[0].split("/")) == 5
-            and ln.split()[0].split("/")[2] not in ("exec", "celery") and not ln.split()[0].endswith("/oracle")]
+    # experiment refs only: refs/exps/exec/EXEC_HEAD points at the baseline, which has no dvc.lock
+    revs = [sha for name, sha in list_experiments(repo).items() if name != "oracle"]
     assert revs, "the tiny run left no experiment commit"
     rev = revs[0]
     lock = yaml.safe_load(sh(["git", "show", f"{rev}:dvc.lock"], repo).stdout)

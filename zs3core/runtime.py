@@ -41,8 +41,8 @@ def set_threads() -> None:
 
     1. ``ZS3_THREADS`` (a positive integer), when set. Use it when several heavy jobs share the
        cores, e.g. ``ZS3_THREADS=1 dvc queue start -j 2`` on 2 cores: two stages that each
-       run 2 threads on 2 cores oversubscribe them. Two PADing fits measured that way ran about
-       12 times slower each, not 2 (RESULTS.md, "Two jobs on two cores").
+       run 2 threads on 2 cores oversubscribe them: each ran 12 (two pipeline fits) to 27
+       (``benchmarks/threads.py``) times slower, not 2 (RESULTS.md, "Two jobs on two cores").
     2. Under torchrun, ``OMP_NUM_THREADS`` when set: torchrun sets it to 1 per process when it
        starts several, so that the processes do not oversubscribe the cores.
     3. Otherwise every core this process may run on.
@@ -60,7 +60,7 @@ def set_threads() -> None:
     if wanted is not None:
         if not wanted.strip().isdigit() or int(wanted) < 1:
             raise Zs3Error(f"{THREADS_ENV}={wanted!r}: give a positive integer (threads per stage process), "
-                             f"or unset it to use every core")
+                           "or unset it to use every core")
         torch.set_num_threads(int(wanted))
     elif not (launched_by_torchrun() and "OMP_NUM_THREADS" in os.environ):
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
