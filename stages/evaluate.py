@@ -2,7 +2,8 @@
 
 Models: seen-only ("w/o ZSL"), DeViSE, ZS3Net, ZS5Net and the real-feature ceiling (diagnostic);
 under ``split.filter=oracle`` the supervised oracle, scored with the K preset's grouping.
-Calibrated scores use each model's γ (calibrate stage); transfer efficiency = unseen mIoU over
+Calibrated scores use each model's γ (calibrate stage; ZS5Net has none and is reported
+uncalibrated); ``evaluation.absent_classes`` names the absent-class rule; transfer efficiency = unseen mIoU over
 the ceiling's (:func:`zs3core.evaluation.summarize`). Outputs: metrics/evaluate.json,
 metrics/per_class_iou.csv, plots/evaluate/.
 """
@@ -44,12 +45,13 @@ def main(st) -> None:
             rows = np.linspace(0, len(ds) - 1, min(cfg.evaluation.panels, len(ds))).round().astype(int) if split == "val" else []
             conf, panels = evaluate_split(backbone, heads, ds, trained.seen, cs.unseen, cs.num_classes, st.device, list(rows),
                                           f"evaluate {split}", "oracle" if oracle else "seen_only", gammas)
-            results[split], pc = summarize(conf, cs.seen, cs.unseen, titles, gammas, cs.classes)
+            results[split], pc = summarize(conf, cs.seen, cs.unseen, titles, gammas, cs.classes,
+                                           cfg.evaluation.absent_classes)
             results[split]["images"] = len(ds)
             per_class += [{"split": split, **r} for r in pc]
             evaluation_figures(out, split, conf, pc, panels, ds, titles, list(cs.classes), cs.unseen,
                                palette(cs.num_classes, cfg.dataset.name),
-                               ["oracle"] if oracle else ["seen_only", "zs3net", "zs3net@calibrated", "zs5net@calibrated"])
+                               ["oracle"] if oracle else ["seen_only", "zs3net", "zs3net@calibrated", "zs5net"])
         pd.DataFrame(per_class).to_csv(out.path("metrics/per_class_iou.csv"), index=False)
         out.json("metrics/evaluate.json", results)
     print("\n".join(f"{s}: {r['images']} images\n" + "\n".join(score_lines(r, titles)) for s, r in results.items()))

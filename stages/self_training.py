@@ -1,8 +1,9 @@
 """Stage self_training (ZS5Net): pseudo-label the unlabelled pool with ZS3Net, retrain the classifier.
 
 Per pool image, the top ``self_training.top_p`` % most confident pixels among those that ZS3Net
-(calibrated with its cross-validated γ) predicts as unseen become pseudo-labels; under
-``ignore`` only pixels without a seen label may (:mod:`zs3core.self_training`). The classifier
+(calibrated with its cross-validated γ) predicts as unseen become pseudo-labels; every pool pixel
+may, unless ``self_training.pool_annotation=seen`` reads the pool's seen annotation under
+``ignore`` (:mod:`zs3core.self_training`). ZS5Net has no γ of its own and is reported uncalibrated. The classifier
 is retrained with ZS3Net's recipe plus the pseudo-labelled features. The pool's ground truth is
 read only to report the pseudo-labels' precision. Outputs: data/self_training/zs5net.pt,
 plots/self_training/ (DVCLive loss), metrics/self_training.json.
@@ -30,12 +31,14 @@ GENERATOR, ZS3NET, ZS5NET = Path("data/generator/generator.pt"), Path("data/clas
 
 def main(st) -> None:
     cs, emb, labelled, pool = read_class_split(CLASSES), load_class_embeddings(EMBED), load_cache(LABELLED), load_cache(POOL)
-    top_p, gamma = st.cfg.self_training.top_p, float(read_json(CALIBRATION).get("zs3net", {}).get("gamma", 0.0))
-    sel, pseudo_y = pseudo_label(load_classifier(ZS3NET), pool, cs.seen, cs.unseen, top_p, st.cfg.split.filter, gamma)
+    t, gamma = st.cfg.self_training, float(read_json(CALIBRATION).get("zs3net", {}).get("gamma", 0.0))
+    top_p = t.top_p
+    sel, pseudo_y = pseudo_label(load_classifier(ZS3NET), pool, cs.seen, cs.unseen, top_p, st.cfg.split.filter, gamma,
+                                 pool_annotation=t.pool_annotation)
     gen, g = load_generator(GENERATOR)
     kind = get_kind(g.kind)
     ctx = pool_context(MAPS, (cs.ignore_index, 255)) if kind.needs_graphs else None
-    ckpt = stage_checkpoint("self_training", [as_dict(st.cfg.classifier), top_p, st.cfg.seed],
+    ckpt = stage_checkpoint("self_training", [as_dict(st.cfg.classifier), top_p, t.pool_annotation, st.cfg.seed],
                             [GENERATOR, ZS3NET, LABELLED, POOL, CALIBRATION], every=1)
     with st.outputs() as out:
         live = LiveCurves(out.path("plots/self_training/dvclive"))
@@ -44,7 +47,7 @@ def main(st) -> None:
                                         st.cfg.classifier, st.rng, st.device, extra=(pool["features"][sel], pseudo_y),
                                         ckpt=ckpt, desc="ZS5Net classifier", on_epoch=live)
         live.close()
-        metrics = pseudo_label_report(sel, pseudo_y, pool["labels"], cs, top_p, gamma, n)
+        metrics = pseudo_label_report(sel, pseudo_y, pool["labels"], cs, top_p, gamma, n, t.pool_annotation)
         save_classifier(clf, out.path(ZS5NET), losses)
         out.json("metrics/self_training.json", metrics)
     ckpt.clear()

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from zs3core.stage import run
 from zs3core.data.layouts import find_root, list_samples, require_splits
-from zs3core.splits import ClassSplit, build_manifest, drop_by_k, filter_training, resolve_unseen, scan_labels, split_summary
+from zs3core.splits import (ClassSplit, build_manifest, carve_dev, drop_by_k, filter_training, resolve_unseen, scan_labels,
+                            split_summary)
 
 RAW, MANIFEST, CLASSES = Path("data/raw"), Path("data/split/manifest.csv"), Path("data/split/classes.json")
 
@@ -30,8 +31,9 @@ def main(st) -> None:
         smp = list_samples(root, d.layout, split, d.use_aug)[:limit]
         counts = scan_labels(root, smp, len(classes), d.ignore_index, f"split: read {split} labels")
         kept = filter_training(counts, unseen, s.filter) if split == d.train_split else None
+        dev = carve_dev([x.id for x in smp], kept, s.dev_sequence, s.dev_size) if kept is not None else None
         train_counts = counts if split == d.train_split else train_counts
-        frames.append(build_manifest(smp, counts, classes, kept))
+        frames.append(build_manifest(smp, counts, classes, kept, dev))
     df, metrics = split_summary(frames, d.train_split, eval_splits, classes, unseen, s.filter)
     metrics["drop_by_k"] = drop_by_k(train_counts, classes, d.split_presets)
     if metrics["kept"] < s.min_kept_warning:

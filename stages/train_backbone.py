@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from zs3core.stage import run
-from zs3core.backbone import (build_backbone, epochs_for, evenly_spaced, save_backbone, train_backbone, training_loaders,
-                              training_report)
+from zs3core.backbone import (build_backbone, epochs_for, evenly_spaced, pretraining_protocol, save_backbone, train_backbone,
+                              training_loaders, training_report)
 from zs3core.balancing import class_weights
 from zs3core.checkpoint import stage_checkpoint
 from zs3core.config import as_dict
@@ -30,7 +30,8 @@ RAW, MANIFEST, CLASSES, BACKBONE = (Path("data/raw"), Path("data/split/manifest.
 
 def main(st) -> None:
     b, cs, df = st.cfg.backbone, read_class_split(CLASSES), read_manifest(MANIFEST)
-    train, val_samples = df[df.status == "kept"], manifest_samples(df[df.split == "val"])
+    check = "dev" if (df.status == "dev").any() else "val"   # dev chooses settings; val only reports
+    train, val_samples = df[df.status == "kept"], manifest_samples(df[(df.status if check == "dev" else df.split) == check])
     loader, val = training_loaders(find_root(RAW, st.cfg.dataset.layout), manifest_samples(train), val_samples, cs, b,
                                    st.cfg.scale.num_workers, st.rng, st.device, st.dist, st.cfg.seed)
     epochs = epochs_for(b, len(loader))
@@ -48,11 +49,11 @@ def main(st) -> None:
                                 st.dist, st.cfg.scale.sync_bn)
         live.close()
         save_backbone(model.cpu().to(memory_format=torch.contiguous_format), b, seen, out.path(BACKBONE))
-        report = training_report(curves, seen, weights, len(train))
+        report = training_report(curves, seen, weights, len(train), check, pretraining_protocol(b))
         out.json("metrics/backbone.json", report)
-        backbone_figures(out, curves, len(evenly_spaced(val_samples, b.val_max_images)))
+        backbone_figures(out, curves, len(evenly_spaced(val_samples, b.val_max_images)), check)
     ckpt.clear()
-    print(f"backbone trained; val seen mIoU {report['val_seen_mIoU']}")
+    print(f"backbone trained ({report['protocol']}); {check} seen mIoU {report[f'{check}_seen_mIoU']}")
 
 
 if __name__ == "__main__":

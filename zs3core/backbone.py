@@ -27,11 +27,39 @@ from zs3core.models.deeplab import DeepLabV3Plus, upsample_logits
 
 
 # --------------------------------------------------------------------------- backbone (step 0)
+PROTOCOLS = ("scratch", "imagenet-1k", "imagenet-without-unseen (user weights)")
+"""Pretraining protocols of a backbone (README "Protocol")."""
+
+
+def pretraining_protocol(params) -> str:
+    """The pretraining protocol of the ``backbone`` view, one of :data:`PROTOCOLS`: ``scratch``
+    (random init), ``imagenet-1k`` (``pretrained``: full ImageNet-1k, which holds classes close
+    to unseen ones, e.g. bicycles, fences, cars), ``imagenet-without-unseen (user weights)``
+    (``weights``: a body the user pretrained without the unseen classes, as ZS3Net §2.2 does)."""
+    if getattr(params, "weights", None):
+        return PROTOCOLS[2]
+    return PROTOCOLS[1] if params.pretrained else PROTOCOLS[0]
+
+
 def build_backbone(num_outputs: int, params, pretrained: bool | None = None) -> DeepLabV3Plus:
     """DeepLabv3+ with ``num_outputs`` classifier outputs, from the ``backbone`` view
-    (:class:`zs3core.config.BackboneParams`); ``pretrained`` overrides ``params.pretrained``."""
-    return DeepLabV3Plus(num_outputs, params.name, params.output_stride, params.feature_dim,
-                         params.pretrained if pretrained is None else pretrained)
+    (:class:`zs3core.config.BackboneParams`); ``pretrained=False`` (loading a trained model)
+    skips both ImageNet and user weights, otherwise ``params.pretrained`` / ``params.weights``
+    initialise the body.
+
+    Raises:
+        Zs3Error: ``backbone.weights`` is missing, unreadable or does not fit the body.
+    """
+    from zs3core.io import Zs3Error
+
+    init = pretrained is None
+    try:
+        return DeepLabV3Plus(num_outputs, params.name, params.output_stride, params.feature_dim,
+                             params.pretrained if init else pretrained, getattr(params, "weights", None) if init else None)
+    except (FileNotFoundError, ValueError) as e:
+        if "backbone.weights" in str(e):
+            raise Zs3Error(f"params.yaml: {e}") from None
+        raise
 
 
 def save_backbone(model: DeepLabV3Plus, params, seen: list[str], path) -> None:
@@ -216,12 +244,16 @@ def epochs_for(params, batches_per_epoch: int) -> int:
     return max(1, round(params.iterations / batches_per_epoch)) if params.iterations else int(params.epochs)
 
 
-def training_report(curves: dict, seen_names: list[str], weights, train_images: int) -> dict:
-    """metrics/backbone.json: final val seen mIoU and per-class IoU, epochs, images, final loss,
+def training_report(curves: dict, seen_names: list[str], weights, train_images: int, check_split: str = "val",
+                    protocol: str = "scratch") -> dict:
+    """metrics/backbone.json: the pretraining ``protocol``, final seen mIoU and per-class IoU on
+    ``check_split`` (``dev`` when the split stage carved one: the figure that chooses backbone
+    settings; else ``val``, a report that chooses nothing), epochs, images, final loss,
     training seconds and the class weights used."""
     final = next((v for v in reversed(curves["val_seen_mIoU"]) if v is not None), None)
     iou = next((v for v in reversed(curves["val_seen_IoU"]) if v), None)
-    return {"val_seen_mIoU": final, "epochs": len(curves["loss"]), "train_images": train_images,
+    return {"protocol": protocol, "check_split": check_split, f"{check_split}_seen_mIoU": final,
+            "epochs": len(curves["loss"]), "train_images": train_images,
             "final_loss": curves["loss"][-1], "train_seconds": round(sum(curves["seconds"]), 1),
             "class_weights": {c: round(float(w), 4) for c, w in zip(seen_names, weights)},
-            "val_seen_IoU": dict(zip(seen_names, iou)) if iou else None}
+            f"{check_split}_seen_IoU": dict(zip(seen_names, iou)) if iou else None}

@@ -228,6 +228,9 @@ class SplitParams:
     unseen: tuple = spec(list, item=str)
     filter: str = spec(str, choices=("drop", "ignore", "oracle"))
     min_kept_warning: int = spec(int, ge=0)
+    dev_sequence: str | None = spec(str, null=True, doc="hold out the kept training images of this video sequence "
+                                                          "(file-name prefix) as the dev split")
+    dev_size: int = spec(int, ge=0, doc="hold out this many kept training images, evenly spaced, as the dev split")
 
 
 @dataclass(frozen=True)
@@ -247,6 +250,7 @@ class BackboneParams:
 
     name: str = spec(str, choices=("resnet18", "resnet34", "resnet50", "resnet101"))
     pretrained: bool = spec(bool)
+    weights: str | None = spec(str, null=True, doc="a seen-only checkpoint of the body (user weights)")
     output_stride: int = spec(int, choices=(8, 16))
     feature_dim: int = spec(int, ge=1)
     crop_size: int = spec(int, ge=8)
@@ -276,6 +280,9 @@ class BackboneParams:
                            f"got {list(self.scale_range)}")
         if self.epochs is None and self.iterations is None:
             raise Zs3Error(f"params.yaml: set {prefix}.epochs or {prefix}.iterations (both are null)")
+        if self.pretrained and self.weights:
+            raise Zs3Error(f"params.yaml: {prefix}.pretrained (ImageNet-1k weights) and {prefix}.weights "
+                           f"({self.weights}) are both set; choose one")
 
 
 @dataclass(frozen=True)
@@ -367,6 +374,8 @@ class SelfTrainingParams:
     """``self_training``: ZS5Net's pseudo-labels."""
 
     top_p: float = spec(float, ge=0, le=100)
+    pool_annotation: str = spec(str, choices=("none", "seen"), doc="none: every pool pixel may be pseudo-labelled; "
+                                "seen: under ignore, only pool pixels without a seen training label")
 
 
 @dataclass(frozen=True)
@@ -375,6 +384,8 @@ class EvaluationParams:
 
     splits: tuple = spec(list, item=str, min_items=1)
     panels: int = spec(int, ge=0)
+    absent_classes: str = spec(str, choices=("skip", "zero"), doc="skip: a class absent from ground truth and "
+                               "prediction is left out of the means; zero: counted as 0 (official ZS3 code)")
 
 
 @dataclass(frozen=True)

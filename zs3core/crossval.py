@@ -27,8 +27,8 @@ def fold_scorers(kind, generator_params, cfg, data, num_classes: int, rng: torch
 
     * ``zs3net``: a fresh generator of ``kind`` (:mod:`zs3core.generators`) fitted on the
       fold-train features, then :func:`zs3core.retrain.fit_classifier` with its synthetic
-      features (graph-context kinds generate from the masks of the fold-validation images,
-      as the pipeline generates from the pool's masks);
+      features (graph-context kinds sample their graphs from the masks of the fold-train
+      images only, so that nothing of the images a fold scores reaches its model);
     * ``devise``: :func:`zs3core.devise.train_devise` on the fold-train features;
     * ``real_feature_ceiling``: :func:`zs3core.retrain.fit_classifier` with *real* features of
       the pseudo-unseen classes from the fold-train images (at most ``generated_per_unseen``
@@ -51,7 +51,7 @@ def fold_scorers(kind, generator_params, cfg, data, num_classes: int, rng: torch
         d = subset(train_mask)
         gen = kind.build(generator_params, d.embeddings.shape[1], d.features.shape[1])
         kind.fit(gen, d, fold_seen(d), generator_params, rng, device, None, unseen=fold.pseudo_unseen)
-        ctx = sample_context(data.label_maps, fold.val_rows, data.void) if kind.needs_graphs else SampleContext()
+        ctx = sample_context(data.label_maps, fold.train_rows, data.void) if kind.needs_graphs else SampleContext()
 
         def sample(classes, n):
             return kind.sample(gen, d.embeddings, classes, n, ctx, rng, device)

@@ -132,8 +132,10 @@ def evaluate_split(backbone, heads: dict, dataset, trained, unseen, num_classes:
     return {k: {p: c.numpy() for p, c in v.items()} for k, v in conf.items()}, panels
 
 
-def summarize(conf: dict, seen, unseen, models, gammas: dict, names) -> tuple[dict, list[dict]]:
-    """The scores of one split and its per-class IoU rows, from :func:`evaluate_split`'s confusions.
+def summarize(conf: dict, seen, unseen, models, gammas: dict, names, absent: str = "skip") -> tuple[dict, list[dict]]:
+    """The scores of one split and its per-class IoU rows, from :func:`evaluate_split`'s confusions;
+    ``absent`` is the absent-class rule of the means (:mod:`zs3core.metrics`), recorded in the
+    result as ``absent_classes``.
 
     Returns:
         ({model: {seen, unseen, all, hIoU, vanilla?, calibrated?: {gamma, seen, unseen, all,
@@ -144,13 +146,13 @@ def summarize(conf: dict, seen, unseen, models, gammas: dict, names) -> tuple[di
     from zs3core.ceiling import transfer_efficiency
     from zs3core.metrics import group_scores, per_class_iou, zsl_scores
 
-    res = {}
+    res = {"absent_classes": absent}
     for m in models:
-        res[m] = zsl_scores(conf[m]["generalized"], seen, unseen)
+        res[m] = zsl_scores(conf[m]["generalized"], seen, unseen, absent)
         if "vanilla" in conf[m]:
-            res[m]["vanilla"] = group_scores(conf[m]["vanilla"], unseen)
+            res[m]["vanilla"] = group_scores(conf[m]["vanilla"], unseen, absent)
         if "calibrated" in conf[m]:
-            res[m]["calibrated"] = {"gamma": gammas[m], **zsl_scores(conf[m]["calibrated"], seen, unseen)}
+            res[m]["calibrated"] = {"gamma": gammas[m], **zsl_scores(conf[m]["calibrated"], seen, unseen, absent)}
     ceil = res.get("real_feature_ceiling")
     if ceil is not None:
         res["transfer_efficiency"] = {

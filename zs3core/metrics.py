@@ -13,9 +13,17 @@ as a seen class counts against the unseen group. For a group G:
 * MA_G  = mean_{c in G, GT_c > 0} TP_c / GT_c
 * mIoU_G = mean_{c in G, GT_c + P_c > 0} TP_c / (GT_c + P_c - TP_c)
 
-where P_c counts every pixel predicted as c (whatever its true class). Classes absent from
-both ground truth and prediction are left out of the means (as in the official ZS3 code's
-``nanmean``); a class absent from the ground truth but predicted has IoU 0.
+where P_c counts every pixel predicted as c (whatever its true class). A class absent from the
+ground truth but predicted has IoU 0. A class absent from both ground truth and prediction
+(its IoU is 0/0) follows one of two rules, ``absent``:
+
+* ``skip`` (default): left out of the group's mean, so the mean is over the classes present.
+* ``zero``: counted as 0, the official ZS3 code's rule: ``np.nanmean(np.nan_to_num(x))``
+  turns the NaN into 0 before the mean (github:valeoai/ZS3, zs3/utils/metrics.py L28-31 for
+  MA, L42-47 for mIoU). Use it to compare with the paper's tables. It lowers a group's mean
+  whenever a class of it is absent from the scored images (tiny runs, calibration folds).
+
+The two agree whenever every class of the group appears in the ground truth or the prediction.
 All values are percentages in [0, 100].
 """
 from __future__ import annotations
@@ -48,8 +56,14 @@ def confusion_matrix(target: torch.Tensor, pred: torch.Tensor, num_classes: int,
     return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def _nanmean(x: np.ndarray) -> float:
-    x = x[~np.isnan(x)]
+ABSENT_RULES = ("skip", "zero")
+"""How a class absent from ground truth and prediction enters a group mean (module docstring)."""
+
+
+def _nanmean(x: np.ndarray, absent: str = "skip") -> float:
+    if absent not in ABSENT_RULES:
+        raise ValueError(f"absent-class rule must be one of {ABSENT_RULES}, got '{absent}'")
+    x = np.nan_to_num(x, nan=0.0) if absent == "zero" else x[~np.isnan(x)]
     return float(x.mean()) if x.size else 0.0
 
 
@@ -76,8 +90,12 @@ def harmonic_iou(miou_seen: float, miou_unseen: float) -> float:
     return 0.0 if s + u == 0 else 2 * s * u / (s + u)
 
 
-def group_scores(conf: np.ndarray, classes: list[int] | tuple[int, ...]) -> dict[str, float]:
-    """PA, MA and mIoU (in %) of a class group, from a full (C, C) confusion matrix."""
+def group_scores(conf: np.ndarray, classes: list[int] | tuple[int, ...], absent: str = "skip") -> dict[str, float]:
+    """PA, MA and mIoU (in %) of a class group, from a full (C, C) confusion matrix; ``absent``
+    is the rule for classes absent from ground truth and prediction (module docstring).
+
+    Raises:
+        ValueError: unknown ``absent`` rule."""
     conf = np.asarray(conf, dtype=np.float64)
     idx = list(classes)
     gt = conf.sum(1)[idx]
@@ -85,21 +103,22 @@ def group_scores(conf: np.ndarray, classes: list[int] | tuple[int, ...]) -> dict
     pa = 100.0 * tp.sum() / gt.sum() if gt.sum() > 0 else 0.0
     return {
         "PA": float(pa),
-        "MA": _nanmean(per_class_accuracy(conf)[idx]),
-        "mIoU": _nanmean(per_class_iou(conf)[idx]),
+        "MA": _nanmean(per_class_accuracy(conf)[idx], absent),
+        "mIoU": _nanmean(per_class_iou(conf)[idx], absent),
     }
 
 
-def zsl_scores(conf: np.ndarray, seen, unseen) -> dict:
+def zsl_scores(conf: np.ndarray, seen, unseen, absent: str = "skip") -> dict:
     """Every ZS3Net table column: {'seen': {PA, MA, mIoU}, 'unseen': {...}, 'all': {...}, 'hIoU'}.
 
-    Source: ZS3Net Tables 1, 3, 4 (columns Seen / Unseen / Overall, hIoU).
+    Source: ZS3Net Tables 1, 3, 4 (columns Seen / Unseen / Overall, hIoU). ``absent``: see
+    :func:`group_scores`.
     """
     seen, unseen = list(seen), list(unseen)
     out = {
-        "seen": group_scores(conf, seen),
-        "unseen": group_scores(conf, unseen),
-        "all": group_scores(conf, sorted(seen + unseen)),
+        "seen": group_scores(conf, seen, absent),
+        "unseen": group_scores(conf, unseen, absent),
+        "all": group_scores(conf, sorted(seen + unseen), absent),
     }
     out["hIoU"] = harmonic_iou(out["seen"]["mIoU"], out["unseen"]["mIoU"])
     return out

@@ -13,16 +13,33 @@ import math
 import torch
 
 
-def unlabelled(labels: torch.Tensor, seen, protocol: str) -> torch.Tensor:
+POOL_ANNOTATION = {"none": "every pool pixel eligible (the paper's ZS5Net)",
+                   "seen": "uses the pool's seen annotation"}
+"""``self_training.pool_annotation`` values and the label every metric and table gives them."""
+
+
+def unlabelled(labels: torch.Tensor, seen, protocol: str, pool_annotation: str = "none") -> torch.Tensor:
     """(N,) bool: the pool pixels that may receive a pseudo-label.
 
-    Under ``drop`` the pool images carry no label at all, so every pixel may. Under ``ignore``
-    the pool is every training image, whose seen pixels are labelled: a pseudo-label never
-    overrides a known seen label, so only pixels without a seen label (unseen or void in the
-    training annotation) may. ``labels`` (N,) int are the pool pixels' training labels; only
-    their seen / not-seen status is read.
+    ``pool_annotation="none"`` (default, the paper's ZS5Net, §2.2): every pool pixel may, and
+    ``labels`` is not read. ``"seen"`` under ``ignore``: the pool is every training image, whose
+    seen pixels are labelled, and only pixels without a seen label (unseen or void in the
+    training annotation) may. That mask is close to a pixel-exact map of the unseen objects:
+    information the paper's ZS5Net does not have, so the rows it produces are labelled
+    "uses the pool's seen annotation" (:data:`POOL_ANNOTATION`). Under ``drop`` the pool images
+    carry no annotation, and ``"seen"`` changes nothing.
+
+    Args:
+        labels: (N,) int the pool pixels' training labels (only their seen / not-seen status
+            is read, and only for ``"seen"`` under ``ignore``). seen: seen class ids.
+        protocol: ``split.filter``. pool_annotation: ``none`` or ``seen``.
+
+    Raises:
+        ValueError: unknown ``pool_annotation``.
     """
-    if protocol == "drop":
+    if pool_annotation not in POOL_ANNOTATION:
+        raise ValueError(f"self_training.pool_annotation must be one of {sorted(POOL_ANNOTATION)}, got '{pool_annotation}'")
+    if pool_annotation == "none" or protocol == "drop":
         return torch.ones(len(labels), dtype=torch.bool)
     return ~torch.isin(labels, torch.as_tensor([int(c) for c in seen], dtype=labels.dtype))
 
@@ -68,7 +85,7 @@ def select_pseudo_labels(probs: torch.Tensor, image_index: torch.Tensor, unseen,
 
 @torch.no_grad()
 def pseudo_label(scorer, pool: dict, seen, unseen, top_p: float, protocol: str, gamma: float = 0.0,
-                 chunk: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
+                 chunk: int = 65536, pool_annotation: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
     """ZS5Net's pseudo-labels of the unlabelled pool.
 
     The ZS3Net classifier scores every cached pool feature; its scores are calibrated with
@@ -79,8 +96,9 @@ def pseudo_label(scorer, pool: dict, seen, unseen, top_p: float, protocol: str, 
     Args:
         scorer: maps (n, d_x) float features to (n, C) logits (the ZS3Net classifier).
         pool: the pool feature cache: ``features`` (N, d_x), ``image`` (N,), ``labels`` (N,)
-            (only their seen / not-seen status is read, and only under ``ignore``).
-        protocol: ``split.filter`` (``drop`` or ``ignore``).
+            (only their seen / not-seen status is read, and only for ``pool_annotation="seen"``
+            under ``ignore``).
+        protocol: ``split.filter`` (``drop`` or ``ignore``). pool_annotation: :func:`unlabelled`.
 
     Returns:
         (selected (N,) bool, pseudo-labels (n_selected,) int64 unseen class ids).
@@ -92,17 +110,20 @@ def pseudo_label(scorer, pool: dict, seen, unseen, top_p: float, protocol: str, 
         return torch.zeros(0, dtype=torch.bool), torch.zeros(0, dtype=torch.long)
     probs = torch.cat([calibrate(scorer(feats[i:i + chunk].float()), seen, gamma).softmax(1)
                        for i in range(0, len(feats), chunk)])
-    sel = select_pseudo_labels(probs, pool["image"], unseen, top_p, unlabelled(pool["labels"], seen, protocol))
+    sel = select_pseudo_labels(probs, pool["image"], unseen, top_p,
+                               unlabelled(pool["labels"], seen, protocol, pool_annotation))
     return sel, probs[sel].argmax(1)
 
 
 def pseudo_label_report(sel: torch.Tensor, pseudo_y: torch.Tensor, gt: torch.Tensor, split, top_p: float,
-                        gamma: float, training_features: int) -> dict:
-    """metrics/self_training.json: how many pseudo-labels of each unseen class, and their
-    precision against the pool's ground truth (a diagnostic, never used for training)."""
+                        gamma: float, training_features: int, pool_annotation: str = "none") -> dict:
+    """metrics/self_training.json: the pool rule (:data:`POOL_ANNOTATION`), how many
+    pseudo-labels of each unseen class, and their precision against the pool's ground truth (a
+    diagnostic, never used for training). ``gamma``: ZS3Net's γ, used to pseudo-label."""
     g = gt[sel]
     valid = g != 255
-    return {"top_p": top_p, "gamma": gamma, "pool_pixels": len(sel), "pseudo_labels": int(sel.sum()),
+    return {"top_p": top_p, "zs3net_gamma": gamma, "pool_annotation": POOL_ANNOTATION[pool_annotation],
+            "pool_pixels": len(sel), "pseudo_labels": int(sel.sum()),
             "pseudo_labels_per_class": {split.classes[u]: int((pseudo_y == u).sum()) for u in split.unseen},
             "training_features": training_features,
             "pseudo_label_precision": round(100.0 * float((pseudo_y[valid] == g[valid]).float().mean()), 2)

@@ -162,11 +162,48 @@ def drop_by_k(counts: np.ndarray, classes: list[str], presets: dict) -> dict[str
     return out
 
 
-def build_manifest(samples, counts: np.ndarray, classes: list[str], kept: np.ndarray | None) -> pd.DataFrame:
+def carve_dev(ids, kept: np.ndarray, sequence: str | None, size: int) -> np.ndarray:
+    """The dev split: kept (labelled) training images held out for choosing backbone settings.
+
+    The protocol rule (README "Protocol"): val and test report, dev chooses. Dev images are
+    never trained on (the backbone, the feature cache and the calibration folds skip them) and
+    only their seen-class labels are scored. A whole video sequence is the honest choice for
+    CamVid (frames of one sequence flatter each other): ``sequence`` holds out every kept image
+    whose id starts with it; ``size`` then holds out that many more kept images, evenly spaced.
+
+    Args:
+        ids: (N,) image ids of the training split. kept: (N,) bool, the labelled images.
+        sequence: id prefix (e.g. CamVid's ``0006R0``) or None. size: >= 0.
+
+    Returns:
+        (N,) bool, True = dev (always a subset of ``kept``).
+
+    Raises:
+        Zs3Error: ``sequence`` matches no kept image, or dev would leave no image to train on.
+    """
+    ids, kept = [str(i) for i in ids], np.asarray(kept, dtype=bool)
+    dev = np.zeros(len(ids), dtype=bool)
+    if sequence:
+        dev = kept & np.array([i.startswith(sequence) for i in ids], dtype=bool)
+        if not dev.any():
+            prefixes = sorted({i.split("_")[0] for i, k in zip(ids, kept) if k})
+            raise Zs3Error(f"params.yaml: split.dev_sequence '{sequence}' matches no kept training image; "
+                           f"kept ids start with {prefixes[:10]}")
+    rest = np.flatnonzero(kept & ~dev)
+    if size:
+        dev[rest[np.linspace(0, len(rest) - 1, min(int(size), len(rest))).round().astype(int)]] = True
+    if dev.any() and not (kept & ~dev).any():
+        raise Zs3Error(f"params.yaml: the dev split (split.dev_sequence={sequence}, split.dev_size={size}) takes all "
+                       f"{int(kept.sum())} kept training images; make it smaller")
+    return dev
+
+
+def build_manifest(samples, counts: np.ndarray, classes: list[str], kept: np.ndarray | None,
+                   dev: np.ndarray | None = None) -> pd.DataFrame:
     """One row per image: id, split, image, label, per-class pixel counts, status.
 
-    ``status`` is ``kept`` / ``dropped`` for training images (dropped = unlabelled pool) and
-    ``eval`` for every other split.
+    ``status`` is ``kept`` / ``dropped`` / ``dev`` for training images (dropped = unlabelled
+    pool, dev = :func:`carve_dev`) and ``eval`` for every other split.
     """
     df = pd.DataFrame(
         {"id": [s.id for s in samples], "split": [s.split for s in samples],
@@ -178,6 +215,8 @@ def build_manifest(samples, counts: np.ndarray, classes: list[str], kept: np.nda
         df["status"] = "eval"
     else:
         df["status"] = np.where(kept, "kept", "dropped")
+        if dev is not None:
+            df.loc[np.asarray(dev, dtype=bool), "status"] = "dev"
     return df
 
 
@@ -216,10 +255,11 @@ def pixel_count_matrix(df: pd.DataFrame, classes) -> np.ndarray:
 def labelled_and_pool_rows(train: pd.DataFrame, protocol: str) -> tuple[list[int], list[int]]:
     """Positions (in ``train``, the training split's manifest rows) of the labelled images and of
     the unlabelled pool of ZS5Net: under ``drop`` the pool is the dropped images; under
-    ``ignore`` (and ``oracle``) every training image, whose unseen pixels are unlabelled."""
+    ``ignore`` (and ``oracle``) every training image, whose unseen pixels are unlabelled. Dev
+    images (:func:`carve_dev`) are in neither."""
     status = train.status.to_numpy()
     rows = [i for i in range(len(train)) if status[i] == "kept"]
-    pool = [i for i in range(len(train)) if status[i] == "dropped"] if protocol == "drop" else list(range(len(train)))
+    pool = [i for i in range(len(train)) if status[i] == "dropped" or (protocol != "drop" and status[i] == "kept")]
     return rows, pool
 
 
@@ -265,5 +305,5 @@ def split_summary(frames: list[pd.DataFrame], train_split: str, eval_splits, cla
                        "unseen pixel); use split.filter=ignore or fewer unseen classes")
     return df, {"unseen": [classes[u] for u in unseen], "k": len(unseen), "filter": protocol,
                 "train_images": len(train), "oracle": protocol == "oracle", "kept": kept,
-                "dropped_to_pool": int((train.status == "dropped").sum()),
+                "dropped_to_pool": int((train.status == "dropped").sum()), "dev": int((train.status == "dev").sum()),
                 "eval_images": {s: int((df.split == s).sum()) for s in eval_splits}}

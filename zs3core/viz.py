@@ -219,13 +219,14 @@ def save_calibration_curves(path: Path, curves: dict[str, tuple[np.ndarray, np.n
     plt.close(fig)
 
 
-def backbone_figures(out, curves: dict, n_val: int) -> None:
+def backbone_figures(out, curves: dict, n_val: int, split: str = "val") -> None:
     """train_backbone's figures, staged in ``out``: plots/backbone/curves.png (training loss per
-    epoch) and val_seen_miou.png (seen-class mIoU on ``n_val`` val images, where it was measured)."""
+    epoch) and val_seen_miou.png (seen-class mIoU on ``n_val`` images of ``split``, ``dev`` or
+    ``val``, where it was measured)."""
     save_curve(out.path("plots/backbone/curves.png"), {"train loss": curves["loss"]}, "epoch", "cross-entropy",
                "backbone training loss")
-    save_curve(out.path("plots/backbone/val_seen_miou.png"), {"val seen mIoU": curves["val_seen_mIoU"]}, "epoch",
-               "mIoU (%)", f"seen-class mIoU on {n_val} val images")
+    save_curve(out.path("plots/backbone/val_seen_miou.png"), {f"{split} seen mIoU": curves["val_seen_mIoU"]}, "epoch",
+               "mIoU (%)", f"seen-class mIoU on {n_val} {split} images")
 
 
 def generator_figures(out, curves: dict, tsne: dict, label: str, classes: list[str], unseen, dataset: str,

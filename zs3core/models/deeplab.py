@@ -117,6 +117,69 @@ class ASPP(nn.Module):
         return self.project(torch.cat(outs + [pooled], dim=1))
 
 
+def body_state_dict(path) -> dict[str, torch.Tensor]:
+    """A user's ResNet weights as a state dict of :func:`build_resnet_body`'s body.
+
+    Reads a file saved with ``torch.save``: a plain torchvision ResNet state dict, or the
+    official ZS3 layout (``resnet_backbone_pretrained_imagenet_wo_pascalvoc.pth.tar``): a dict
+    whose ``"state_dict"`` holds keys prefixed with ``module.``, which the official
+    ``ResNet._load_pretrained_model`` strips with ``k[7:]`` (github:valeoai/ZS3,
+    zs3/modeling/backbone/resnet.py L211-226). ``conv1`` / ``bn1`` become ``stem.0`` /
+    ``stem.1``; the ImageNet classifier (``fc``) is dropped.
+
+    Args:
+        path: the weights file.
+
+    Returns:
+        {body key: tensor} (``stem.*``, ``layer1.*`` ... ``layer4.*``).
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: the file holds no tensor mapping.
+    """
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"backbone.weights: {path} does not exist; give the path of a ResNet checkpoint "
+                                "(torchvision state dict or the official ZS3 .pth.tar)")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets one message naming it
+        raise ValueError(f"backbone.weights: {path} cannot be read by torch.load ({e})") from None
+    sd = raw.get("state_dict", raw) if isinstance(raw, dict) else None
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f"backbone.weights: {path} holds no state dict of tensors (expected a ResNet state dict "
+                         "or {'state_dict': ...} as the official ZS3 checkpoints)")
+    out = {}
+    for k, v in sd.items():
+        k = k[len("module."):] if k.startswith("module.") else k
+        if k.startswith("fc."):
+            continue
+        for old, new in (("conv1.", "stem.0."), ("bn1.", "stem.1.")):
+            if k.startswith(old):
+                k = new + k[len(old):]
+        out[k] = v
+    return out
+
+
+def load_body_weights(body: nn.Module, path) -> None:
+    """Load :func:`body_state_dict` of ``path`` into ``body``, every tensor matched by name and shape.
+
+    Raises:
+        ValueError: keys missing from the file, unknown keys, or shapes that differ (the
+            message names the file and the first offending keys).
+    """
+    sd = body_state_dict(path)
+    own = body.state_dict()
+    missing = sorted(set(own) - set(sd))
+    extra = sorted(set(sd) - set(own))
+    shapes = [k for k in set(own) & set(sd) if own[k].shape != sd[k].shape]
+    if missing or extra or shapes:
+        raise ValueError(f"backbone.weights: {path} does not fit the {len(own)}-tensor body of backbone.name: "
+                         f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}, unexpected "
+                         f"{extra[:3]}{'...' if len(extra) > 3 else ''}, other shape {sorted(shapes)[:3]}")
+    body.load_state_dict(sd)
+
+
 class DeepLabV3Plus(nn.Module):
     """DeepLabv3+ with a separate 1x1 pixel classifier on the 256-d decoder features.
 
@@ -126,6 +189,7 @@ class DeepLabV3Plus(nn.Module):
         output_stride: 16 or 8 (ASPP dilations are doubled at 8).
         feature_dim: channels of the decoder output (256 in the paper).
         pretrained: ImageNet-initialised body (torchvision weights).
+        weights: path of a user's body checkpoint (:func:`load_body_weights`), or None.
 
     ``forward(x)`` takes (B, 3, H, W) float images and returns logits (B, num_classes, H/4,
     W/4) at stride 4; ``features(x)`` returns the (B, feature_dim, H/4, W/4) features that
@@ -140,9 +204,12 @@ class DeepLabV3Plus(nn.Module):
         output_stride: int = 16,
         feature_dim: int = 256,
         pretrained: bool = False,
+        weights: str | None = None,
     ):
         super().__init__()
         self.body, high_ch, low_ch = build_resnet_body(backbone, output_stride, pretrained)
+        if weights:
+            load_body_weights(self.body, weights)
         dil = (6, 12, 18) if output_stride == 16 else (12, 24, 36)
         self.aspp = ASPP(high_ch, 256, dil)
         self.low_proj = _conv_bn_relu(low_ch, 48, 1)
