@@ -2,7 +2,7 @@
 
 Runs the README's local-data command (``dvc exp run -S +experiment=camvid_tiny -S source=local``:
 24 training and 4 val images, a few epochs), then checks that every
-stage ran, that the metrics JSON holds every key with values in [0, 100], that ``dvc status``
+stage ran, that the scores equal a plain recomputation inside the test, that ``dvc status``
 is clean, that a second ``dvc repro`` runs nothing, and that changing a generator parameter
 invalidates exactly the stages after embed that depend on it.
 """
@@ -39,29 +39,73 @@ def test_every_stage_ran(pipeline):
     assert set(lock["stages"]) == set(STAGES)
 
 
-def test_metrics_complete_and_in_range(pipeline):
+def _independent_scores(repo: Path, model: str, gamma: float) -> dict:
+    """ZS3Net-style scores of ``model`` on val, recomputed here without zs3core's metrics,
+    evaluation or calibration code: the saved backbone and 1x1 head score each val image, the
+    logits are upsampled with torch's own ``interpolate``, γ is subtracted from the seen rows by
+    hand, and seen / unseen mIoU come from per-class loops over a numpy confusion matrix."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from zs3core.backbone import load_backbone
+    from zs3core.data.dataset import SegDataset
+    from zs3core.data.layouts import find_root
+    from zs3core.models.classifier import load_classifier
+    from zs3core.splits import manifest_samples, read_class_split, read_manifest
+
+    cs = read_class_split(repo / "data/split/classes.json")
+    df = read_manifest(repo / "data/split/manifest.csv")
+    backbone = load_backbone(repo / "data/backbone/model.pt")[0]
+    head = load_classifier(repo / f"data/{'classifier/zs3net' if model == 'zs3net' else 'self_training/zs5net'}.pt")
+    ds = SegDataset(find_root(repo / "data/raw", "camvid"), manifest_samples(df[df.split == "val"]), cs.num_classes,
+                    cs.ignore_index)
+    c = cs.num_classes
+    conf = np.zeros((c, c), dtype=np.int64)
+    with torch.no_grad():
+        for i in range(len(ds)):
+            img, target, _ = ds[i]
+            logits = head(backbone.features(img[None]))
+            logits = F.interpolate(logits, size=tuple(target.shape), mode="bilinear", align_corners=False)[0]
+            for s in cs.seen:
+                logits[s] -= gamma
+            pred, t = logits.argmax(0).numpy().ravel(), target.numpy().ravel()
+            for a, b in zip(t[t != 255], pred[t != 255]):
+                conf[a, b] += 1
+
+    def miou(group):
+        ious = []
+        for k in group:
+            union = conf[k, :].sum() + conf[:, k].sum() - conf[k, k]
+            if union > 0:
+                ious.append(100.0 * conf[k, k] / union)
+        return sum(ious) / len(ious)
+
+    return {"seen": miou(cs.seen), "unseen": miou(cs.unseen)}
+
+
+def test_scores_match_an_independent_recomputation(pipeline):
+    """evaluate.json's ZS3Net (calibrated, its own γ) and ZS5Net (uncalibrated) seen / unseen mIoU
+    equal the ones recomputed by a second, plain implementation in this test."""
     repo, _ = pipeline
-    m = json.loads((repo / "metrics" / "evaluate.json").read_text())
-    assert set(m) == {"val"}
-    for model in ("seen_only", "devise", "zs3net", "zs5net", "real_feature_ceiling"):
-        scores = m["val"][model]
-        for group in ("seen", "unseen", "all"):
-            for key in ("PA", "MA", "mIoU"):
-                v = scores[group][key]
-                assert isinstance(v, float) and 0.0 <= v <= 100.0, (model, group, key, v)
-        assert 0.0 <= scores["hIoU"] <= 100.0
-        if model != "seen_only":  # models that score unseen classes: vanilla and calibrated protocols
-            assert 0.0 <= scores["vanilla"]["mIoU"] <= 100.0
-            assert 0.0 <= scores["calibrated"]["hIoU"] <= 100.0 and isinstance(scores["calibrated"]["gamma"], float)
-    assert "vanilla" not in m["val"]["seen_only"]
+    m = json.loads((repo / "metrics" / "evaluate.json").read_text())["val"]
+    assert m["absent_classes"] == "skip"
+    gamma = json.loads((repo / "metrics" / "calibration.json").read_text())["zs3net"]["gamma"]
+    assert m["zs3net"]["calibrated"]["gamma"] == pytest.approx(gamma)
+    assert "calibrated" not in m["zs5net"]              # no γ was chosen for ZS5Net
+    # The stage may run the network in another memory format (backbone.channels_last) and
+    # thread count, so logits differ in their last bits and a few pixels whose best two
+    # classes tie that closely may flip: 0.01 mIoU points is a handful of pixels of 4 images.
+    for model, g, got in (("zs3net", gamma, m["zs3net"]["calibrated"]), ("zs5net", 0.0, m["zs5net"])):
+        want = _independent_scores(repo, model, g)
+        assert got["seen"]["mIoU"] == pytest.approx(want["seen"], abs=0.01), model
+        assert got["unseen"]["mIoU"] == pytest.approx(want["unseen"], abs=0.01), model
     split = json.loads((repo / "metrics" / "split.json").read_text())
     assert split["train_images"] == 24 and split["kept"] + split["dropped_to_pool"] == 24
     assert sorted(split["unseen"]) == ["bicyclist", "fence"]
-    per_class = (repo / "metrics" / "per_class_iou.csv").read_text().splitlines()
-    assert len(per_class) == 1 + 11
-    assert any((repo / "plots" / "evaluate" / "panels").glob("val_*.png"))
+    backbone = json.loads((repo / "metrics" / "backbone.json").read_text())
+    assert backbone["protocol"] == "scratch" and backbone["check_split"] == "val"
     assert (repo / "plots" / "generator" / "tsne.png").exists()
-    assert (repo / "plots" / "evaluate" / "per_class_iou_val.png").exists()
 
 
 def test_status_clean_and_noop_repro(pipeline):
@@ -118,6 +162,6 @@ def test_report_rebuilds_tables_from_experiments(variants):
     from zs3core.report import list_experiments, read_file
 
     oracle = json.loads(read_file(list_experiments(repo)["oracle"], "metrics/evaluate.json", repo))
-    assert set(oracle["val"]) == {"oracle", "images"}
+    assert set(oracle["val"]) == {"oracle", "images", "absent_classes"}
     assert (repo / "reports" / "tsne_camvid_K2_drop.png").exists()
 

@@ -77,9 +77,32 @@ def test_zsl_scores_by_hand():
     assert s["hIoU"] == pytest.approx(pct(HIOU))
 
 
-def test_group_scores_matches_zsl_groups():
-    """group_scores on a group equals the corresponding zsl_scores entry."""
-    assert group_scores(CONF, UNSEEN) == pytest.approx(zsl_scores(CONF, SEEN, UNSEEN)["unseen"])
+def test_both_absent_class_rules_by_hand():
+    """Unseen class 4 is absent from ground truth and prediction. ``skip`` leaves it out of the
+    unseen means; ``zero`` (official ZS3 code, np.nanmean(np.nan_to_num(x))) counts it as 0.
+    Class 2 (seen, no GT, predicted 3 times) is 0 in mIoU under both rules; in MA it has no
+    accuracy (no GT pixel), so ``skip`` leaves it out and ``zero`` counts it as 0."""
+    skip = zsl_scores(CONF, SEEN, UNSEEN, absent="skip")
+    zero = zsl_scores(CONF, SEEN, UNSEEN, absent="zero")
+    assert skip["unseen"]["mIoU"] == pytest.approx(pct(F(1, 3)))                 # (1/3) / 1
+    assert zero["unseen"]["mIoU"] == pytest.approx(pct(F(1, 3) / 2))             # (1/3 + 0) / 2
+    assert skip["unseen"]["MA"] == pytest.approx(pct(F(1, 2)))                   # 3/6
+    assert zero["unseen"]["MA"] == pytest.approx(pct(F(1, 4)))                   # (1/2 + 0) / 2
+    assert skip["seen"]["mIoU"] == zero["seen"]["mIoU"] == pytest.approx(pct(SEEN_MIOU))
+    assert zero["seen"]["MA"] == pytest.approx(pct((F(8, 10) + F(5, 10) + 0) / 3))
+    assert skip["unseen"]["PA"] == zero["unseen"]["PA"] == pytest.approx(pct(F(3, 6)))
+    s_, u_ = SEEN_MIOU, F(1, 3) / 2
+    assert zero["hIoU"] == pytest.approx(pct(2 * s_ * u_ / (s_ + u_)))
+    with pytest.raises(ValueError, match="absent-class rule"):
+        group_scores(CONF, UNSEEN, absent="nan")
+
+
+def test_group_scores_by_hand():
+    """group_scores of the unseen group, skip rule, against the hand values above."""
+    got = group_scores(CONF, UNSEEN)
+    assert got["PA"] == pytest.approx(pct(F(3, 6)))
+    assert got["MA"] == pytest.approx(pct(ACC[3]))
+    assert got["mIoU"] == pytest.approx(pct(IOU[3]))
 
 
 def test_unseen_predicted_as_seen_counts_against_unseen():

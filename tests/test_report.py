@@ -125,3 +125,28 @@ def test_zeroshot_table_has_calibrated_scores_ceilings_and_unseen_classes(repo):
     assert models[-2:] == ["real-feature ceiling (diagnostic)", "supervised oracle"]
     assert z.loc[("camvid", "val", "drop", 2, "supervised oracle")]["unseen"] == 70.0
     assert ("camvid", "val", "drop", 4, "supervised oracle") not in z.index   # no K=4 oracle was run
+
+
+def test_seed_table_groups_runs_that_differ_only_in_seed():
+    """Three seeds of one config become mean ± sample std (n = 3), worked out with the statistics
+    module; a fourth run with another config (another key) stays on its own row."""
+    import statistics
+
+    import pandas as pd
+
+    from zs3core.report import seed_table
+
+    base = {"dataset": "camvid", "split": "val", "protocol": "drop", "K": 2, "pretraining": "scratch",
+            "model_key": "zs3net", "model": "ZS3Net", "cal_seen_mIoU": float("nan")}
+    unseen = [12.0, 10.0, 14.5]
+    rows = [{**base, "run": f"s{i}", "seed": i, "config": "aaa", "seen_mIoU": 40.0 + i, "unseen_mIoU": u, "hIoU": 18.0}
+            for i, u in enumerate(unseen)]
+    rows.append({**base, "run": "other", "seed": 0, "config": "bbb", "seen_mIoU": 30.0, "unseen_mIoU": 5.0, "hIoU": 8.0})
+    t = seed_table(pd.DataFrame(rows))
+    three = t[t.n == 3].iloc[0]
+    assert three["unseen"] == f"{statistics.mean(unseen):.1f} ± {statistics.stdev(unseen):.1f}"   # 12.2 ± 2.3
+    assert three["seen"] == "41.0 ± 1.0" and three["hIoU"] == "18.0 ± 0.0"
+    one = t[t.n == 1].iloc[0]
+    assert one["unseen"] == "5.0"                                  # one seed: no spread
+    assert "cal. seen" not in t.columns                             # all-NaN columns are left out
+    assert t.index.names == ["dataset", "split", "protocol", "K", "pretraining", "model"]

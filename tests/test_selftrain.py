@@ -84,7 +84,8 @@ def test_length_mismatch():
 
 
 def test_ignore_protocol_never_pseudo_labels_a_known_seen_pixel():
-    """Under ``ignore`` only pixels without a seen label are eligible; under ``drop`` all are.
+    """With ``pool_annotation="seen"``, under ``ignore`` only pixels without a seen label are
+    eligible; under ``drop`` all are.
 
     Training labels of the 7 pixels: p0, p4, p5 seen (0), the others unseen or void (255): all
     of those are eligible. With top_p 100, image 0 keeps p3 only (p0 and p5 carry a seen label;
@@ -93,9 +94,10 @@ def test_ignore_protocol_never_pseudo_labels_a_known_seen_pixel():
     from zs3core.self_training import unlabelled
 
     labels = torch.tensor([0, 1, 255, 2, 0, 0, 255])
-    elig = unlabelled(labels, [0], "ignore")
+    elig = unlabelled(labels, [0], "ignore", "seen")
     assert elig.tolist() == [False, True, True, True, False, False, True]
-    assert unlabelled(labels, [0], "drop").all()
+    assert unlabelled(labels, [0], "drop", "seen").all()
+    assert unlabelled(labels, [0], "ignore").all()            # the default reads no annotation
     mask = select_pseudo_labels(PROBS, IMAGE, UNSEEN, 100, eligible=elig)
     assert torch.nonzero(mask).squeeze(1).tolist() == [1, 3, 6]
 
@@ -115,3 +117,30 @@ def test_pseudo_label_uses_the_calibrated_scores():
     sel1, y1 = pseudo_label(lambda x: x, pool, [0], [1], 100, "drop", 1.5)
     assert sel0.tolist() == [False, False, True] and y0.tolist() == [1]
     assert sel1.tolist() == [True, False, True] and y1.tolist() == [1, 1]
+
+
+@pytest.mark.parametrize("protocol", ["drop", "ignore"])
+def test_default_pseudo_labels_do_not_read_the_pool_annotation(protocol):
+    """The default rule (the paper's ZS5Net) reads nothing of the pool's labels: poisoning them
+    (every pixel seen, then every pixel unseen, then the true pattern) leaves the pseudo-labels
+    unchanged, under both filters. The "seen" rule under ``ignore`` does change with them
+    (p5, the most confident, is dropped once it is labelled seen), which shows the poison bites.
+
+    Expected by hand with top_p 100 (see ROWS): every unseen-predicted pixel, p0, p1, p3, p5, p6,
+    labelled by its argmax: 1, 1, 2, 1, 2.
+    """
+    from zs3core.self_training import pseudo_label
+
+    logits = PROBS.log()
+    results, seen_rule = [], []
+    for labels in (torch.zeros(7, dtype=torch.long), torch.full((7,), 2), torch.tensor([0, 1, 255, 2, 0, 0, 255])):
+        pool = {"features": logits, "image": IMAGE, "labels": labels}
+        sel, y = pseudo_label(lambda x: x, pool, [0], UNSEEN, 100, protocol, 0.0)
+        results.append((torch.nonzero(sel).squeeze(1).tolist(), y.tolist()))
+        seen_rule.append(torch.nonzero(pseudo_label(lambda x: x, pool, [0], UNSEEN, 100, protocol, 0.0,
+                                                    pool_annotation="seen")[0]).squeeze(1).tolist())
+    assert results == [([0, 1, 3, 5, 6], [1, 1, 2, 1, 2])] * 3
+    if protocol == "ignore":
+        assert seen_rule == [[], [0, 1, 3, 5, 6], [1, 3, 6]]
+    else:
+        assert seen_rule == [[0, 1, 3, 5, 6]] * 3

@@ -371,7 +371,8 @@ def load_predictor(repo: str | Path = ".", model: str = "zs3net", calibrated: bo
     Args:
         model: ``zs3net`` or ``zs5net`` (its classifier file, its γ).
         calibrated: subtract the model's γ from ``metrics/calibration.json`` (with ``classes``:
-            ZS3Net's γ) from the seen classes' logits.
+            ZS3Net's γ) from the seen classes' logits. ZS5Net has no γ of its own and is always
+            uncalibrated (a line is logged).
         classes: new class names (``NAME`` or ``NAME=WORDS``): :func:`extend_classifier`.
         device: ``auto``, ``cpu``, ``cuda``... (None = params ``scale.device``).
         short_side: short side of the images given to the backbone (None = params
@@ -401,7 +402,9 @@ def load_predictor(repo: str | Path = ".", model: str = "zs3net", calibrated: bo
     except RuntimeError as e:
         raise Zs3Error(f"--device: {e}") from None
     gamma = None
-    if calibrated:
+    if calibrated and model == "zs5net":
+        log("zs5net: no γ is chosen for ZS5Net (ZS3Net's was chosen for ZS3Net); segmenting uncalibrated")
+    elif calibrated:
         entry = read_json(_need(repo, CALIBRATION)).get(model) or {}
         if "gamma" not in entry:
             raise Zs3Error(f"{repo / CALIBRATION}: no γ for {model}; run the calibrate stage (dvc repro), "

@@ -6,6 +6,8 @@ DVC outputs recorded in that commit's ``dvc.lock``. This module reads them throu
 ``dvc.api.read`` at each experiment's commit (and optionally from the workspace) and writes,
 with pandas and matplotlib:
 
+* ``seeds.{md,csv}``: runs that differ only in ``seed`` grouped, mean ± std (n), with the
+  pretraining protocol of each row (:func:`seed_table`);
 * ``table1.{md,csv}``: the layout of ZS3Net Table 1 (Pascal-VOC) / Table 3 (Pascal-Context):
   per dataset, protocol and K, the supervised oracle, seen-only, DeViSE, ZS3Net and ZS3Net + GC
   rows with seen / unseen / overall PA, MA, mIoU and hIoU;
@@ -116,13 +118,17 @@ def run_rows(name: str, rev: str | None, repo: Path = Path("."), budget: tuple[i
     pc = pd.read_csv(io.StringIO(pc_text)) if pc_text else None
     gen = generator_label(params, budget)
     kind = params.get("generator", {}).get("kind", "gmmn")
+    bb = json.loads(read_file(rev, "metrics/backbone.json", repo) or "{}")
+    pool_rule = json.loads(read_file(rev, "metrics/self_training.json", repo) or "{}").get("pool_annotation")
     top_p = params.get("self_training", {}).get("top_p")
     base = {"run": name, "dataset": params["dataset"]["name"], "K": len(split_m.get("unseen", [])) or params["split"].get("k"),
             "protocol": params["split"]["filter"], "scale": params.get("scale", {}).get("name"), "generator": gen, "kind": kind,
-            "top_p": top_p, "seed": params.get("seed")}
+            "top_p": top_p, "seed": params.get("seed"), "pretraining": bb.get("protocol") or pretraining_of(params),
+            "config": config_key(params)}
     names = {**MODEL_NAMES,
              "zs3net": {"gmmn": "ZS3Net" + gen[len("GMMN"):], "gc": "ZS3Net + GC" + gen[len("GC"):]}.get(kind, f"ZS3Net, {gen}"),
-             "zs5net": f"ZS5Net ({gen}, p={top_p})"}
+             "zs5net": f"ZS5Net ({gen}, p={top_p}"
+                       + (", uses the pool's seen annotation)" if pool_rule == "uses the pool's seen annotation" else ")")}
     rows = []
     for split, models in ev.items():
         te = models.get("transfer_efficiency", {})
@@ -151,6 +157,56 @@ def run_rows(name: str, rev: str | None, repo: Path = Path("."), budget: tuple[i
                         row.update({f"{key}:{c}": v for c, v in zip(sp["class"], sp[col])})
             rows.append(row)
     return rows
+
+
+def pretraining_of(params: dict) -> str:
+    """The pretraining protocol of a run from its params (runs older than the ``protocol`` field
+    of metrics/backbone.json): :func:`zs3core.backbone.pretraining_protocol`."""
+    from types import SimpleNamespace
+
+    from zs3core.backbone import pretraining_protocol
+
+    b = params.get("backbone", {})
+    return pretraining_protocol(SimpleNamespace(pretrained=bool(b.get("pretrained")), weights=b.get("weights")))
+
+
+def config_key(params: dict) -> str:
+    """A short hash of a run's params without ``seed`` and ``data_root``: runs with the same key
+    differ only in their seed (and where the data lie), and are grouped by :func:`seed_table`."""
+    import hashlib
+
+    rest = {k: v for k, v in params.items() if k not in ("seed", "data_root")}
+    return hashlib.sha1(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+SPREAD_COLUMNS = {"seen_mIoU": "seen", "unseen_mIoU": "unseen", "hIoU": "hIoU", "cal_seen_mIoU": "cal. seen",
+                  "cal_unseen_mIoU": "cal. unseen", "cal_hIoU": "cal. hIoU", "te_uncalibrated": "TE %",
+                  "te_calibrated": "cal. TE %"}
+
+
+def seed_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs that differ only in ``seed`` (same :func:`config_key`), as mean ± sample std (n seeds).
+
+    Index (dataset, split, protocol, K, pretraining, model); one column per score of
+    :data:`SPREAD_COLUMNS` holding ``"mean ± std"`` (std with n - 1 degrees of freedom; ``"mean"``
+    alone for one seed) and ``n``. A model shared by several configs of one setting (seen-only,
+    DeViSE, the ceiling of a GC and of a GMMN run) is listed once per config.
+    """
+    if df.empty:
+        return pd.DataFrame()
+    keys = ["dataset", "split", "protocol", "K", "pretraining", "config", "model"]
+    rows = []
+    for k, g in df.drop_duplicates(["config", "seed", "split", "model_key"], keep="last").groupby(keys, sort=False):
+        row = dict(zip(keys, k))
+        row["n"] = int(g.seed.nunique())
+        for col, title in SPREAD_COLUMNS.items():
+            v = g[col].dropna().to_numpy(dtype=float) if col in g else np.zeros(0)
+            row[title] = "" if not len(v) else (f"{v.mean():.1f}" if len(v) == 1 else f"{v.mean():.1f} ± {v.std(ddof=1):.1f}")
+        row["_o"] = 12 if row["model"] == "supervised oracle" else _model_rank(row["model"])
+        rows.append(row)
+    t = pd.DataFrame(rows).sort_values(["dataset", "split", "protocol", "K", "pretraining", "_o", "model", "config"])
+    t = t.drop(columns=["_o", "config"]).set_index(["dataset", "split", "protocol", "K", "pretraining", "model"])
+    return t[[c for c in t.columns if (t[c] != "").any()]]
 
 
 def collect(repo: Path = Path("."), names: list[str] | None = None, workspace: bool = False) -> pd.DataFrame:
@@ -206,7 +262,7 @@ def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     van = df[df.vanilla_mIoU.notna()].drop_duplicates(["dataset", "split", "protocol", "K", "model"], keep="last")
     van = van.set_index(["dataset", "split", "protocol", "K", "model"])[
         ["unseen_PA", "unseen_MA", "unseen_mIoU", "vanilla_PA", "vanilla_MA", "vanilla_mIoU"]].round(1).sort_index()
-    return {"zeroshot": zeroshot_table(df),
+    return {"seeds": seed_table(df), "zeroshot": zeroshot_table(df),
             "table1": _paper_layout(t1) if len(t1) else pd.DataFrame(),
             "table4": _paper_layout(zs5) if len(zs5) else pd.DataFrame(),
             "generators": gens, "vanilla": van}
@@ -350,7 +406,9 @@ def write_report(out: Path, repo: Path = Path("."), names: list[str] | None = No
     df.to_csv(out / "runs.csv", index=False)
     tabs = tables(df)
     md = [f"# zs3-pipeline report\n\n{df.run.nunique()} runs: {', '.join(sorted(df.run.unique()))}\n"]
-    titles = {"zeroshot": "Zero-shot results: uncalibrated and calibrated (γ by zero-shot cross-validation on seen "
+    titles = {"seeds": "Mean ± std over seeds (runs that differ only in `seed`; n = seeds). Pretraining protocol "
+                       "named per row; `imagenet-1k` holds classes close to some unseen ones",
+              "zeroshot": "Zero-shot results: uncalibrated and calibrated (γ by zero-shot cross-validation on seen "
                           "classes), transfer efficiency (TE, % of the real-feature ceiling) and unseen per-class IoU",
               "table1": "Table 1 / 3 layout: zero-shot segmentation per K (generalized evaluation)",
               "table4": "Table 4 layout: ZS5Net (self-training)",
