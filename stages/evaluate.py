@@ -45,8 +45,7 @@ def main(st) -> None:
             rows = np.linspace(0, len(ds) - 1, min(cfg.evaluation.panels, len(ds))).round().astype(int) if split == "val" else []
             conf, panels = evaluate_split(backbone, heads, ds, trained.seen, cs.unseen, cs.num_classes, st.device, list(rows),
                                           f"evaluate {split}", "oracle" if oracle else "seen_only", gammas)
-            results[split], pc = summarize(conf, cs.seen, cs.unseen, titles, gammas, cs.classes,
-                                           cfg.evaluation.absent_classes)
+            results[split], pc = summarize(conf, cs.seen, cs.unseen, titles, gammas, cs.classes, cfg.evaluation.absent_classes)
             results[split]["images"] = len(ds)
             per_class += [{"split": split, **r} for r in pc]
             evaluation_figures(out, split, conf, pc, panels, ds, titles, list(cs.classes), cs.unseen,
