@@ -38,7 +38,7 @@ LABELLED, MAPS = Path("data/features/labelled"), Path("data/features/label_maps.
 
 def apply_overrides(generator: dict, overrides: list[str]) -> dict:
     """A copy of the ``generator`` params mapping with ``generator.a.b=value`` overrides applied
-    (values parsed as YAML scalars).
+    (values: integers, floats such as ``2e-4``, else YAML scalars).
 
     Raises:
         Zs3Error: an override is not ``generator.<key>=<value>`` or names an unknown key.
@@ -58,8 +58,18 @@ def apply_overrides(generator: dict, overrides: list[str]) -> dict:
             node = node[p]
         if parts[-1] not in node:
             raise Zs3Error(f"generator_cv: '{key}' names no generator parameter; known: {sorted(node)}")
-        node[parts[-1]] = yaml.safe_load(value)
+        node[parts[-1]] = _scalar(value)
     return out
+
+
+def _scalar(text: str):
+    """An override value: int, then float (``2e-4``, which YAML 1.1 reads as a string), then YAML."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return yaml.safe_load(text)
 
 
 def rank_candidates(candidates: list[list[str]], raw_params: dict, labelled: dict, label_maps: dict, pixel_counts,
