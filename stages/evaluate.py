@@ -2,10 +2,9 @@
 
 Models: seen-only ("w/o ZSL"), DeViSE, ZS3Net, ZS5Net and the real-feature ceiling (diagnostic);
 under ``split.filter=oracle`` the supervised oracle, scored with the K preset's grouping.
-Calibrated scores use each model's γ (calibrate stage; ZS5Net has none and is reported
-uncalibrated); ``evaluation.absent_classes`` names the absent-class rule; transfer efficiency = unseen mIoU over
-the ceiling's (:func:`zs3core.evaluation.summarize`). Outputs: metrics/evaluate.json,
-metrics/per_class_iou.csv, plots/evaluate/.
+Calibrated scores use each model's γ (calibrate stage; ZS5Net has none: uncalibrated); the rule
+``evaluation.absent_classes`` is named in the output; transfer efficiency = unseen mIoU over the
+ceiling's (:func:`zs3core.evaluation.summarize`). Outputs: metrics/evaluate.json, per_class_iou.csv, plots/evaluate/.
 """
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
 """Stage train_backbone: DeepLabv3+ trained with cross-entropy on the seen classes (ZS3Net step 0).
 
-Only the kept training images are used (``drop``), or every training image with unseen pixels
-ignored (``ignore``); class-balanced weights come from the kept labels (:mod:`zs3core.balancing`).
-A checkpoint in data/.work after every epoch lets an interrupted run resume. Under torchrun
-(``scale.launcher``) it trains with DDP (:mod:`zs3core.distributed`); rank 0 writes outputs:
-data/backbone/model.pt, metrics/backbone.json, plots/backbone/ (DVCLive curves, PNGs).
+Kept training images only (``drop``), or all with unseen pixels ignored (``ignore``); class weights
+from kept labels (:mod:`zs3core.balancing`); a per-epoch checkpoint in data/.work resumes a run;
+DDP under torchrun (:mod:`zs3core.distributed`). Rank 0 writes data/backbone/model.pt,
+metrics/backbone.json (seen mIoU on dev, else val), plots/backbone/ (DVCLive curves, PNGs).
 """
 from __future__ import annotations
 
