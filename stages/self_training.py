@@ -32,13 +32,12 @@ GENERATOR, ZS3NET, ZS5NET = Path("data/generator/generator.pt"), Path("data/clas
 def main(st) -> None:
     cs, emb, labelled, pool = read_class_split(CLASSES), load_class_embeddings(EMBED), load_cache(LABELLED), load_cache(POOL)
     t, gamma = st.cfg.self_training, float(read_json(CALIBRATION).get("zs3net", {}).get("gamma", 0.0))
-    top_p = t.top_p
-    sel, pseudo_y = pseudo_label(load_classifier(ZS3NET), pool, cs.seen, cs.unseen, top_p, st.cfg.split.filter, gamma,
+    sel, pseudo_y = pseudo_label(load_classifier(ZS3NET), pool, cs.seen, cs.unseen, t.top_p, st.cfg.split.filter, gamma,
                                  pool_annotation=t.pool_annotation)
     gen, g = load_generator(GENERATOR)
     kind = get_kind(g.kind)
     ctx = pool_context(MAPS, (cs.ignore_index, 255)) if kind.needs_graphs else None
-    ckpt = stage_checkpoint("self_training", [as_dict(st.cfg.classifier), top_p, t.pool_annotation, st.cfg.seed],
+    ckpt = stage_checkpoint("self_training", [as_dict(st.cfg.classifier), t.top_p, t.pool_annotation, st.cfg.seed],
                             [GENERATOR, ZS3NET, LABELLED, POOL, CALIBRATION], every=1)
     with st.outputs() as out:
         live = LiveCurves(out.path("plots/self_training/dvclive"))
@@ -47,7 +46,7 @@ def main(st) -> None:
                                         st.cfg.classifier, st.rng, st.device, extra=(pool["features"][sel], pseudo_y),
                                         ckpt=ckpt, desc="ZS5Net classifier", on_epoch=live)
         live.close()
-        metrics = pseudo_label_report(sel, pseudo_y, pool["labels"], cs, top_p, gamma, n, t.pool_annotation)
+        metrics = pseudo_label_report(sel, pseudo_y, pool["labels"], cs, t.top_p, gamma, n, t.pool_annotation)
         save_classifier(clf, out.path(ZS5NET), losses)
         out.json("metrics/self_training.json", metrics)
     ckpt.clear()

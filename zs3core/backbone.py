@@ -23,7 +23,7 @@ from zs3core.distributed import SINGLE, DistEnv, all_reduce_sum, block, mean_ove
 from zs3core.io import require_finite
 from zs3core.loop import run_steps
 from zs3core.metrics import confusion_matrix, group_scores, per_class_iou
-from zs3core.models.deeplab import DeepLabV3Plus, upsample_logits
+from zs3core.models.deeplab import DeepLabV3Plus, load_body_weights, upsample_logits
 
 
 # --------------------------------------------------------------------------- backbone (step 0)
@@ -53,13 +53,15 @@ def build_backbone(num_outputs: int, params, pretrained: bool | None = None) -> 
     from zs3core.io import Zs3Error
 
     init = pretrained is None
-    try:
-        return DeepLabV3Plus(num_outputs, params.name, params.output_stride, params.feature_dim,
-                             params.pretrained if init else pretrained, getattr(params, "weights", None) if init else None)
-    except (FileNotFoundError, ValueError) as e:
-        if "backbone.weights" in str(e):
+    model = DeepLabV3Plus(num_outputs, params.name, params.output_stride, params.feature_dim,
+                          params.pretrained if init else pretrained)
+    weights = getattr(params, "weights", None) if init else None
+    if weights:
+        try:
+            load_body_weights(model.body, weights)
+        except (FileNotFoundError, ValueError) as e:
             raise Zs3Error(f"params.yaml: {e}") from None
-        raise
+    return model
 
 
 def save_backbone(model: DeepLabV3Plus, params, seen: list[str], path) -> None:

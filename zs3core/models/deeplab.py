@@ -188,8 +188,8 @@ class DeepLabV3Plus(nn.Module):
         backbone: torchvision ResNet name.
         output_stride: 16 or 8 (ASPP dilations are doubled at 8).
         feature_dim: channels of the decoder output (256 in the paper).
-        pretrained: ImageNet-initialised body (torchvision weights).
-        weights: path of a user's body checkpoint (:func:`load_body_weights`), or None.
+        pretrained: ImageNet-initialised body (torchvision weights). A user's body checkpoint
+            is loaded afterwards with :func:`load_body_weights`.
 
     ``forward(x)`` takes (B, 3, H, W) float images and returns logits (B, num_classes, H/4,
     W/4) at stride 4; ``features(x)`` returns the (B, feature_dim, H/4, W/4) features that
@@ -204,12 +204,9 @@ class DeepLabV3Plus(nn.Module):
         output_stride: int = 16,
         feature_dim: int = 256,
         pretrained: bool = False,
-        weights: str | None = None,
     ):
         super().__init__()
         self.body, high_ch, low_ch = build_resnet_body(backbone, output_stride, pretrained)
-        if weights:
-            load_body_weights(self.body, weights)
         dil = (6, 12, 18) if output_stride == 16 else (12, 24, 36)
         self.aspp = ASPP(high_ch, 256, dil)
         self.low_proj = _conv_bn_relu(low_ch, 48, 1)
