@@ -3,7 +3,7 @@
 For ZS3Net (the ``generator.kind`` of the run), DeViSE and the real-feature ceiling, the model is
 retrained on folds where seen classes play the unseen ones (:mod:`zs3core.calibration`,
 :mod:`zs3core.crossval`), and the γ with the best mean hIoU on held-out labelled features is
-kept. Only seen-class labels are read. ZS5Net uses ZS3Net's γ (same recipe). Outputs:
+kept. Only seen-class labels are read. ZS5Net is reported uncalibrated (no γ of its own). Outputs:
 metrics/calibration.json, plots/calibration/{hiou_vs_gamma.csv,hiou_vs_gamma.png}.
 """
 from __future__ import annotations

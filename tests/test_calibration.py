@@ -96,6 +96,12 @@ def test_cross_validate_weights_features_by_the_pixels_they_stand_for():
     i = int(np.flatnonzero((r["gammas"] > 1.0) & (r["gammas"] <= 2.0))[0])
     assert r["curves"][0, i] == pytest.approx(harmonic_iou(50.0, 100.0 * 10 / 1010), rel=1e-9)
     assert r["uncalibrated_hIoU"] == 0.0
+    f = r["folds"][0]                                   # diagnostics: margins all > 0, so nothing is unseen at γ = 0
+    assert f["unseen_share"] == pytest.approx(10 / 1020) and f["predicted_unseen_share_at_0"] == 0.0
+    assert 0.5 < f["gamma"] <= 1.0 and f["hIoU_at_0"] == 0.0
+    table[0] = torch.tensor([0.0, 0.0, 1.0])            # class-0 features now score unseen first: margin -1
+    f = cross_validate(feats, labels, image, counts, [Fold((2,), (0,), (1,))], fit, grid_size=11)["folds"][0]
+    assert f["predicted_unseen_share_at_0"] == pytest.approx(1000 / 1020)
 
 
 def _toy_cache(poison: bool):

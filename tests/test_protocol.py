@@ -138,12 +138,14 @@ def test_generator_cv_ranking_never_reads_unseen_labels(tiny_config):
 def test_generator_cv_overrides_are_checked():
     from zs3core.generator_cv import apply_overrides
 
-    g = {"lr": 0.001, "mmd": {"convention": "official"}}
-    assert apply_overrides(g, ["generator.lr=2e-4", "generator.mmd.convention=paper"]) == \
-        {"lr": 0.0002, "mmd": {"convention": "paper"}}
-    assert g["lr"] == 0.001                                           # the input is not changed
-    for bad, msg in (("generator.lrr=1", "names no generator parameter"), ("classifier.lr=1", "is not a generator"),
-                     ("generator.lr", "is not a generator")):
+    g = {"generator": {"lr": 0.001, "mmd": {"convention": "official"}}, "classifier": {"unseen_weight": 100},
+         "backbone": {"lr": 0.01}}
+    assert apply_overrides(g, ["generator.lr=2e-4", "generator.mmd.convention=paper", "classifier.unseen_weight=5"]) == \
+        {"generator": {"lr": 0.0002, "mmd": {"convention": "paper"}}, "classifier": {"unseen_weight": 5},
+         "backbone": {"lr": 0.01}}
+    assert g["generator"]["lr"] == 0.001 and g["classifier"]["unseen_weight"] == 100   # the input is not changed
+    for bad, msg in (("generator.lrr=1", "names no generator parameter"), ("backbone.lr=1", "is not a generator"),
+                     ("classifier.unseen=1", "names no classifier parameter"), ("generator.lr", "is not a generator")):
         with pytest.raises(Zs3Error, match=msg):
             apply_overrides(g, [bad])
 

@@ -29,14 +29,16 @@ def test_deeplab_features_are_stride4_and_feature_dim():
         assert (f >= 0).all()
 
 
-def test_output_stride_dilates_resnet18():
-    """With output stride 16 the high-level map is 1/16 of the input (not 1/32)."""
-    m = DeepLabV3Plus(3, "resnet18", 16, 32)
-    x = torch.randn(1, 3, 64, 64)
-    b = m.body
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_lite0"])
+@pytest.mark.parametrize("stride", [16, 8])
+def test_output_stride_dilates_the_body(name, stride):
+    """The low-level map is 1/4 of the input and the high-level map 1/output_stride (not 1/32)."""
+    m = DeepLabV3Plus(3, name, stride, 32).eval()
     with torch.no_grad():
-        h = b["layer4"](b["layer3"](b["layer2"](b["layer1"](b["stem"](x)))))
-    assert h.shape[-2:] == (4, 4)
+        low, high = m.body(torch.randn(1, 3, 64, 96))
+    assert low.shape[-2:] == (16, 24)
+    assert high.shape[-2:] == (64 // stride, 96 // stride)
+    assert (low.shape[1], high.shape[1]) == (m.body.low_channels, m.body.high_channels)
 
 
 class _Stop(Exception):

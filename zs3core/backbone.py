@@ -23,7 +23,8 @@ from zs3core.distributed import SINGLE, DistEnv, all_reduce_sum, block, mean_ove
 from zs3core.io import require_finite
 from zs3core.loop import run_steps
 from zs3core.metrics import confusion_matrix, group_scores, per_class_iou
-from zs3core.models.deeplab import DeepLabV3Plus, load_body_weights, upsample_logits
+from zs3core.models.bodies import load_body_weights
+from zs3core.models.deeplab import DeepLabV3Plus, upsample_logits
 
 
 # --------------------------------------------------------------------------- backbone (step 0)

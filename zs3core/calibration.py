@@ -196,7 +196,10 @@ def cross_validate(features: torch.Tensor, labels: torch.Tensor, image: torch.Te
     Returns:
         {"gamma": chosen γ, "hIoU": its mean hIoU, "gammas": (G,) grid, "curves": (F, G) hIoU,
         "uncalibrated_hIoU": mean hIoU at γ = 0, "folds": [{pseudo_unseen, train_images,
-        val_images, val_features}]}.
+        val_images, val_features, gamma (the fold's own best γ), hIoU_at_0 (%), unseen_share
+        (pixel share of the pseudo-unseen classes among the fold-validation pixels),
+        predicted_unseen_share_at_0 (the share predicted pseudo-unseen at γ = 0)}]}: the last
+        two tell whether a fold's model over- or under-predicts the classes it never saw.
     """
     fold_scores, fold_margins = [], []
     for fold in folds:
@@ -221,10 +224,17 @@ def cross_validate(features: torch.Tensor, labels: torch.Tensor, image: torch.Te
                        for (y, w, s, fs), f in zip(fold_scores, folds)])
     gamma, best = select_gamma(gammas, curves)
     zero = int(np.flatnonzero(gammas == 0.0)[0])
+    per_fold = []
+    for f, (y, w, s, fs), m, curve in zip(folds, fold_scores, fold_margins, curves):
+        total = max(float(w.sum()), 1e-12)
+        per_fold.append({"pseudo_unseen": list(f.pseudo_unseen), "train_images": len(f.train_rows),
+                         "val_images": len(f.val_rows), "val_features": len(y),
+                         "gamma": float(select_gamma(gammas, curve[None])[0]),
+                         "hIoU_at_0": float(curve[zero]),
+                         "unseen_share": float(w[np.isin(y, f.pseudo_unseen)].sum() / total),
+                         "predicted_unseen_share_at_0": float(w[m < 0].sum() / total)})
     return {"gamma": gamma, "hIoU": best, "gammas": gammas, "curves": curves,
-            "uncalibrated_hIoU": float(curves[:, zero].mean()),
-            "folds": [{"pseudo_unseen": list(f.pseudo_unseen), "train_images": len(f.train_rows),
-                       "val_images": len(f.val_rows), "val_features": len(fs[0])} for f, fs in zip(folds, fold_scores)]}
+            "uncalibrated_hIoU": float(curves[:, zero].mean()), "folds": per_fold}
 
 
 
@@ -236,8 +246,9 @@ def calibration_report(found: dict, names) -> tuple[dict, "pd.DataFrame"]:
 
     results, rows = {}, []
     for model, r in found.items():
+        folds = [{k: round(v, 4) if isinstance(v, float) else v for k, v in f.items()} for f in r["folds"]]
         results[model] = {"gamma": round(r["gamma"], 6), "cv_hIoU": round(r["hIoU"], 3),
                           "cv_uncalibrated_hIoU": round(r["uncalibrated_hIoU"], 3),
-                          "folds": [{**f, "pseudo_unseen": [names[u] for u in f["pseudo_unseen"]]} for f in r["folds"]]}
+                          "folds": [{**f, "pseudo_unseen": [names[u] for u in f["pseudo_unseen"]]} for f in folds]}
         rows += [{"model": model, "gamma": float(g), "hIoU": float(h)} for g, h in zip(r["gammas"], r["curves"].mean(0))]
     return results, pd.DataFrame(rows, columns=["model", "gamma", "hIoU"])

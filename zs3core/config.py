@@ -242,13 +242,16 @@ class EmbeddingParams:
     local_file: str = spec(str)
     aliases: dict = spec(dict)
     source: str = spec(str)
+    leak_cosine: float = spec(float, ge=-1, le=1, doc="leak report: vector-rule threshold (zs3core/leak.py)")
+    leak_words: dict = spec(dict, doc="leak report: {class: [word, ...]} for the name rule")
 
 
 @dataclass(frozen=True)
 class BackboneParams:
     """``backbone``: DeepLabv3+ and its supervised training on the seen classes (step 0)."""
 
-    name: str = spec(str, choices=("resnet18", "resnet34", "resnet50", "resnet101"))
+    name: str = spec(str, choices=("resnet18", "resnet34", "resnet50", "resnet101",
+                                   "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"))
     pretrained: bool = spec(bool)
     weights: str | None = spec(str, null=True, doc="a seen-only checkpoint of the body (user weights)")
     output_stride: int = spec(int, choices=(8, 16))

@@ -1,9 +1,10 @@
-"""Generator settings chosen without unseen labels: rank candidates by the seen-class zero-shot CV.
+"""Generator and step-2 settings chosen without unseen labels: rank candidates by the seen-class zero-shot CV.
 
 The protocol rule (README "Protocol"): val and test report, they never choose. ZS3Net chose its
 GMMN settings by a zero-shot cross-validation on the seen classes (§3.1, after Bucher et al.,
-ICCV 2017); this command does the same for any generator setting. Every candidate (a list of
-``generator.*`` overrides on the workspace's ``params.yaml``) is scored by
+ICCV 2017); this command does the same for any generator or step-2 classifier setting (e.g.
+``classifier.unseen_weight``: official ZS3Net 100, PADing 5). Every candidate (a list of
+``generator.*`` / ``classifier.*`` overrides on the workspace's ``params.yaml``) is scored by
 :func:`zs3core.crossval.select_gammas` for ZS3Net: on each fold, seen classes play the unseen
 ones, a fresh generator is fitted with the candidate's settings and the *final model's budget*
 (``generator.steps``, not ``calibration.generator_steps``), the step-2 classifier is retrained,
@@ -19,10 +20,12 @@ Usage::
 
     python -m zs3core.generator_cv "generator.lr=0.0002 generator.samples_per_class=128" \\
         "generator.lr=0.001" "generator.lr=0.002" --out metrics/generator_cv.json
+    python -m zs3core.generator_cv "classifier.unseen_weight=100" "classifier.unseen_weight=5"
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -35,28 +38,33 @@ CLASSES, MANIFEST, EMBED = Path("data/split/classes.json"), Path("data/split/man
 LABELLED, MAPS = Path("data/features/labelled"), Path("data/features/label_maps.pt")
 
 
-def apply_overrides(generator: dict, overrides: list[str]) -> dict:
-    """A copy of the ``generator`` params mapping with ``generator.a.b=value`` overrides applied
-    (values: integers, floats such as ``2e-4``, else YAML scalars).
+BLOCKS = ("generator", "classifier")
+"""The params blocks a candidate may override."""
+
+
+def apply_overrides(params: dict, overrides: list[str]) -> dict:
+    """A copy of the params mapping with ``generator.a.b=value`` / ``classifier.a=value``
+    overrides applied (values: integers, floats such as ``2e-4``, else YAML scalars).
 
     Raises:
-        Zs3Error: an override is not ``generator.<key>=<value>`` or names an unknown key.
+        Zs3Error: an override is not ``<block>.<key>=<value>`` with a block of :data:`BLOCKS`,
+            or names an unknown key.
     """
     from zs3core.io import Zs3Error
 
-    out = json.loads(json.dumps(generator))
+    out = copy.deepcopy(params)
     for o in overrides:
         key, eq, value = o.partition("=")
         parts = key.split(".")
-        if not eq or parts[0] != "generator" or len(parts) < 2:
-            raise Zs3Error(f"generator_cv: '{o}' is not a generator.<key>=<value> override")
-        node = out
+        if not eq or parts[0] not in BLOCKS or len(parts) < 2 or not isinstance(out.get(parts[0]), dict):
+            raise Zs3Error(f"generator_cv: '{o}' is not a generator.<key>=<value> or classifier.<key>=<value> override")
+        node = out[parts[0]]
         for p in parts[1:-1]:
             if not isinstance(node.get(p), dict):
-                raise Zs3Error(f"generator_cv: '{key}' names no generator parameter")
+                raise Zs3Error(f"generator_cv: '{key}' names no {parts[0]} parameter")
             node = node[p]
         if parts[-1] not in node:
-            raise Zs3Error(f"generator_cv: '{key}' names no generator parameter; known: {sorted(node)}")
+            raise Zs3Error(f"generator_cv: '{key}' names no {parts[0]} parameter; known: {sorted(node)}")
         node[parts[-1]] = _scalar(value)
     return out
 
@@ -76,7 +84,8 @@ def rank_candidates(candidates: list[list[str]], raw_params: dict, labelled: dic
     """Score every candidate by the seen-class zero-shot CV (module docstring), best first.
 
     Args:
-        candidates: lists of ``generator.*`` overrides (an empty list = the params as they are).
+        candidates: lists of ``generator.*`` / ``classifier.*`` overrides (an empty list = the
+            params as they are).
         raw_params: params.yaml as a dict. labelled / label_maps / pixel_counts: as
             :func:`zs3core.crossval.select_gammas`. split: the :class:`zs3core.splits.ClassSplit`.
         embeddings: (C, d_a) float class embeddings. device: where to fit.
@@ -94,7 +103,7 @@ def rank_candidates(candidates: list[list[str]], raw_params: dict, labelled: dic
 
     rows = []
     for overrides in candidates:
-        raw = {**raw_params, "generator": apply_overrides(raw_params["generator"], overrides)}
+        raw = apply_overrides(raw_params, overrides)
         cfg = config_from_dict(raw)
         c = cfg.calibration
         t0 = time.time()
@@ -119,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     from zs3core.splits import pixel_count_matrix, read_class_split, read_manifest
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("candidates", nargs="+", help='space-separated generator.* overrides per candidate, e.g. '
+    ap.add_argument("candidates", nargs="+", help='space-separated generator.* / classifier.* overrides per candidate, e.g. '
                                                   '"generator.lr=0.001 generator.steps=5000" ("" = params.yaml as is)')
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--out", type=Path, default=Path("metrics/generator_cv.json"))

@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from zs3core.calibration import calibrate
-from zs3core.data.dataset import normalize, resize_short_side
+from zs3core.data.dataset import resize_short_side, to_float
 from zs3core.features import load_cache
 from zs3core.io import StageOutputs, Zs3Error, read_json
 from zs3core.models.classifier import PixelClassifier, load_classifier
@@ -188,7 +188,7 @@ class Predictor:
     def logits(self, image: torch.Tensor) -> torch.Tensor:
         """(3, H, W) uint8 RGB image -> (C, h, w) float32 logits on the cpu, at the feature
         resolution of the resized image (stride 4 of ``short_side``)."""
-        x = normalize(resize_short_side(image, self.short_side))[None].to(self.device)
+        x = to_float(resize_short_side(image, self.short_side))[None].to(self.device)
         feats = self.backbone.features(x).float()
         return self.head(feats)[0].float().cpu()
 

@@ -13,7 +13,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Patch
 
-from zs3core.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 
 
 def voc_palette(n: int) -> np.ndarray:
@@ -45,12 +44,6 @@ def colorize(label: np.ndarray, pal: np.ndarray, ignore_value: int = 255) -> np.
     valid = (label != ignore_value) & (label >= 0) & (label < len(pal))
     out[valid] = pal[label[valid]]
     return out
-
-
-def denormalize(img: np.ndarray) -> np.ndarray:
-    """(3, H, W) ImageNet-normalised float -> (H, W, 3) float in [0, 1]."""
-    x = img.transpose(1, 2, 0) * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)
-    return np.clip(x, 0, 1)
 
 
 def save_panel(path: Path, image: np.ndarray, columns: dict[str, np.ndarray], classes: list[str],

@@ -2,7 +2,8 @@
 
 Training augmentation follows the official ZS3Net / DeepLabv3+ recipe: random rescale of the
 short side by a factor in ``scale_range``, random crop (padded with the ignore value),
-horizontal flip, optional Gaussian blur; images are normalised with ImageNet statistics.
+horizontal flip, optional Gaussian blur. Images leave as float32 in [0, 1]: the network
+normalises them as its body's weights expect (:mod:`zs3core.models.bodies`).
 Label maps travel as ``tv_tensors.Mask`` so that every geometric op uses nearest
 interpolation and never blends class ids.
 """
@@ -20,14 +21,12 @@ from torchvision.transforms.v2 import functional as TF
 
 from zs3core.data.layouts import Sample, check_same_size, read_image, read_label
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 IGNORE = 255
 
 
-def normalize(img_uint8: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) uint8 -> (3, H, W) float32 normalised with ImageNet mean/std."""
-    return TF.normalize(TF.to_dtype(img_uint8, torch.float32, scale=True), IMAGENET_MEAN, IMAGENET_STD)
+def to_float(img_uint8: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) uint8 -> (3, H, W) float32 in [0, 1] (the network applies its body's normalisation)."""
+    return TF.to_dtype(img_uint8, torch.float32, scale=True)
 
 
 def resize_short_side(img: torch.Tensor, short: int | None) -> torch.Tensor:
@@ -105,11 +104,11 @@ class SegDataset(Dataset):
     def __getitem__(self, i: int):
         img, target = self.load(i)
         if not self.train:
-            return normalize(resize_short_side(img, self.eval_short_side)), target, i
+            return to_float(resize_short_side(img, self.eval_short_side)), target, i
         lo, hi = self.scale_range
         s = lo + (hi - lo) * torch.rand(()).item()
         short = max(8, round(min(img.shape[1:]) * s))
         img_t = TF.resize(tv_tensors.Image(img), short, antialias=True)
         mask_t = TF.resize(tv_tensors.Mask(target), short)
         img_t, mask_t = self.augment(img_t, mask_t)
-        return normalize(img_t.as_subclass(torch.Tensor)), mask_t.as_subclass(torch.Tensor).long(), i
+        return to_float(img_t.as_subclass(torch.Tensor)), mask_t.as_subclass(torch.Tensor).long(), i
