@@ -51,6 +51,9 @@ def test_efficientnet_lite_weights_classify_a_camvid_street_frame(shared_data):
         top = _top5(net, f)
         assert STREET_VEHICLES & set(top), f"{f.name}: top-5 {top} holds no street vehicle"
 
+    body = build_body("efficientnet_lite0", 16, pretrained=True)             # the body holds those weights
+    assert all(torch.equal(v, sd[k[len("net."):]]) for k, v in body.state_dict().items())
+
     keys = list(sd)
     shifted = {}
     for i, k in enumerate(keys):                      # next tensor of the same shape (cyclic)

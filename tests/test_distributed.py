@@ -221,3 +221,26 @@ def test_extraction_does_not_depend_on_the_world_size(ddp):
     m2 = torch.load(ddp["features2"] / "label_maps.pt", weights_only=False)
     assert sorted(m1["maps"]) == sorted(m2["maps"]) == list(range(24))
     assert all(torch.equal(m1["maps"][k], m2["maps"][k]) for k in m1["maps"])
+
+
+def test_sync_batchnorm_keeps_timm_fused_activations():
+    """Converting an EfficientNet-Lite DeepLab to SyncBatchNorm leaves its eval-mode output unchanged
+    (timm's BatchNormAct2d carries a ReLU6 that torch's converter would drop); every BatchNorm is
+    synchronised afterwards."""
+    import copy
+
+    from zs3core.distributed import sync_batchnorm
+    from zs3core.models.deeplab import DeepLabV3Plus
+
+    torch.manual_seed(0)
+    m = DeepLabV3Plus(3, "efficientnet_lite0", 16, 16).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = m(x)
+        s = sync_batchnorm(copy.deepcopy(m)).eval()
+        assert torch.allclose(s(x), ref, atol=1e-5)
+        dropped = torch.nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(m)).eval()
+        assert not torch.allclose(dropped(x), ref, atol=1e-3)          # what the test guards against
+    bns = [n for n, b in s.named_modules() if isinstance(b, torch.nn.modules.batchnorm._BatchNorm)]
+    assert bns and all(isinstance(b, torch.nn.SyncBatchNorm) for b in s.modules()
+                       if isinstance(b, torch.nn.modules.batchnorm._BatchNorm))

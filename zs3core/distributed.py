@@ -160,6 +160,17 @@ def per_process_batch(batch_size: int, env: DistEnv) -> int:
     return batch_size // env.world_size
 
 
+def sync_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with every BatchNorm turned into its synchronised variant (in place below the
+    non-BN root): timm's ``convert_sync_batchnorm``, which also keeps the activation of timm's
+    fused ``BatchNormAct2d`` (EfficientNet-Lite bodies) where torch's
+    ``SyncBatchNorm.convert_sync_batchnorm`` would drop it; plain BatchNorm becomes
+    ``torch.nn.SyncBatchNorm`` either way."""
+    from timm.layers import convert_sync_batchnorm
+
+    return convert_sync_batchnorm(model)
+
+
 def wrap_model(model: torch.nn.Module, env: DistEnv, device: torch.device, sync_bn: bool = False) -> torch.nn.Module:
     """The module to call in training: ``DistributedDataParallel(model)`` when distributed
     (parameters and checkpoints stay on ``model``), ``model`` itself otherwise.
@@ -181,7 +192,7 @@ def wrap_model(model: torch.nn.Module, env: DistEnv, device: torch.device, sync_
     if sync_bn:
         if device.type != "cuda":
             raise Zs3Error("scale.sync_bn: SyncBatchNorm needs CUDA; set scale.sync_bn=false on the CPU")
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)   # in place below the (non-BN) root
+        model = sync_batchnorm(model)
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
