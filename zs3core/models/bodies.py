@@ -188,7 +188,7 @@ class EfficientNetLiteBody(nn.Module):
             self.net.load_state_dict({k: full[k] for k in own})
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        low, high = self.net(x)
+        low, high = self.net(x)   # timm returns the list of the out_indices levels
         return low, high
 
     @staticmethod
