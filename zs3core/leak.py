@@ -21,6 +21,7 @@ The ImageNet-1k names are torchvision's (``ResNet18_Weights.IMAGENET1K_V1.meta["
 """
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -53,12 +54,7 @@ def words_match(a: str, b: str) -> bool:
         return True
     if min(len(a), len(b)) < MIN_PREFIX_WORD:
         return False
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n >= PREFIX_SHARE * min(len(a), len(b))
+    return len(os.path.commonprefix([a, b])) >= PREFIX_SHARE * min(len(a), len(b))
 
 
 def leak_report(classes: list[str], class_vectors: np.ndarray, kv, cosine: float,
