@@ -27,9 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from zs3core.compose import compose  # noqa: E402
-from zs3core.data.dataset import SegDataset  # noqa: E402
+from zs3core.backbone import build_backbone  # noqa: E402
+from zs3core.config import BackboneParams, parse  # noqa: E402
+from zs3core.data.dataset import Augment, SegDataset  # noqa: E402
 from zs3core.data.layouts import list_samples  # noqa: E402
-from zs3core.models.deeplab import DeepLabV3Plus, upsample_logits  # noqa: E402
+from zs3core.models.deeplab import upsample_logits  # noqa: E402
 
 
 def main() -> None:
@@ -46,12 +48,12 @@ def main() -> None:
     torch.manual_seed(0)
     lut = np.arange(256)
     lut[11] = 255
-    ds = SegDataset(a.data, list_samples(a.data, "camvid", "train"), 11, 11, lut=lut, train=True,
-                    crop_size=b["crop_size"], scale_range=b["scale_range"], hflip=b["hflip"], blur=b["blur"])
+    bp = parse(BackboneParams, b, "backbone")
+    ds = SegDataset(a.data, list_samples(a.data, "camvid", "train"), 11, 11, lut=lut, augment=Augment.from_params(bp))
     workers = p["scale"]["num_workers"] if a.workers is None else a.workers
     loader = DataLoader(ds, batch_size=b["batch_size"], shuffle=True, num_workers=workers, drop_last=True,
                         persistent_workers=workers > 0)
-    model = DeepLabV3Plus(11, b["name"], b["output_stride"], b["feature_dim"]).train()
+    model = build_backbone(11, bp).train()   # with the body's ImageNet / user weights when the scale asks
     if b["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)

@@ -126,6 +126,29 @@ def test_classwise_loss_is_sum_over_shared_classes(convention):
     assert float(got) == pytest.approx(expected, rel=1e-5, abs=1e-5)
 
 
+@pytest.mark.parametrize("convention", ["paper", "official"])
+def test_classwise_loss_with_equal_counts_matches_brute_force_and_loop_gradient(convention):
+    """Equal counts per class (the batched path, as the GMMN step draws them), classes interleaved:
+    the loss equals the brute-force per-class sum, and its gradient equals that of a plain loop of
+    class_loss over classes."""
+    real = sample(12, 3, 4.0, 0.0, 30)
+    real_labels = torch.tensor([2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1])   # 4 rows per class
+    fake0 = sample(6, 3, 4.0, 1.0, 31)
+    fake_labels = torch.tensor([1, 1, 0, 2, 0, 2])                       # 2 rows per class
+    expected = 0.0
+    for c in (0, 1, 2):
+        m = mmd2_brute(real[real_labels == c], fake0[fake_labels == c], SIGMAS, convention)
+        expected += m if convention == "paper" else math.sqrt(m)
+    loss = MMDLoss(convention, tuple(SIGMAS))
+    fake = fake0.clone().requires_grad_(True)
+    got = loss.classwise(real, real_labels, fake, fake_labels)
+    got.backward()
+    assert float(got) == pytest.approx(expected, rel=1e-5, abs=1e-5)
+    ref_fake = fake0.clone().requires_grad_(True)
+    sum(loss.class_loss(real[real_labels == c], ref_fake[fake_labels == c]) for c in (0, 1, 2)).backward()
+    assert torch.allclose(fake.grad, ref_fake.grad, rtol=1e-4, atol=1e-6)
+
+
 def test_official_kernel_matches_the_official_formula():
     """The official GMMNLoss writes the kernel as exp((XX^T - X²/2 - X²ᵀ/2) / v) over the
     stacked samples and weights it by s sᵀ with s = (1/N, ..., -1/M, ...): recomputed here

@@ -121,19 +121,59 @@ class MMDLoss:
                   fake_labels: torch.Tensor) -> torch.Tensor:
         """Sum over classes c present in both sets of ``class_loss(real[c], fake[c])``.
 
+        When every shared class has the same number of real rows and the same number of fake
+        rows (the GMMN and PADing steps draw ``samples_per_class`` of each), all classes are
+        computed at once as (C, n, m) batched kernels (:func:`batched_mmd2`): the same sums in
+        0.8x the time of a loop over classes (9 classes x 128 x 128-d, loss + backward, 2 CPU
+        cores: 14.0 vs 17.5 ms, ``benchmarks/mmd_speed.py``); otherwise class by class.
+
         Args:
             real: (n, d) float, real_labels: (n,) int; fake: (m, d), fake_labels: (m,).
 
         Returns:
             Scalar float tensor (0 when no class is shared).
         """
+        shared = [c for c in torch.unique(fake_labels).tolist() if bool((real_labels == c).any())]
+        if not shared:
+            return real.new_zeros((), dtype=torch.float32)
+        r_idx = [torch.nonzero(real_labels == c).squeeze(1) for c in shared]
+        f_idx = [torch.nonzero(fake_labels == c).squeeze(1) for c in shared]
+        if len({len(i) for i in r_idx}) == 1 and len({len(i) for i in f_idx}) == 1:
+            m = batched_mmd2(real[torch.stack(r_idx)], fake[torch.stack(f_idx)], self.bandwidths, self.convention)
+            return (m.clamp_min(1e-12).sqrt() if self.convention == "official" else m).sum()
         total = real.new_zeros((), dtype=torch.float32)
-        for c in torch.unique(fake_labels):
-            r = real[real_labels == c]
-            f = fake[fake_labels == c]
-            if len(r) and len(f):
-                total = total + self.class_loss(r, f)
+        for r, f in zip(r_idx, f_idx):
+            total = total + self.class_loss(real[r], fake[f])
         return total
+
+
+def batched_mmd2(x: torch.Tensor, y: torch.Tensor, bandwidths, convention: str = "paper") -> torch.Tensor:
+    """Biased MMD^2 of C pairs of samples at once: :func:`mmd2` of ``x[c]`` and ``y[c]`` for each c.
+
+    Args:
+        x: (C, n, d) float. y: (C, m, d) float. bandwidths, convention: as :func:`gaussian_kernel`.
+
+    Returns:
+        (C,) float32, differentiable in both arguments.
+
+    Raises:
+        ValueError: unknown convention, empty samples or mismatched shapes.
+    """
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown MMD convention '{convention}'; use one of {CONVENTIONS}")
+    if x.ndim != 3 or y.ndim != 3 or x.shape[0] != y.shape[0] or x.shape[2] != y.shape[2]:
+        raise ValueError(f"batched_mmd2 needs (C, n, d) and (C, m, d) samples, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if x.shape[1] == 0 or y.shape[1] == 0:
+        raise ValueError("batched_mmd2 needs non-empty samples")
+    x, y = x.float(), y.float()
+    inv = torch.tensor([1.0 / (2.0 * (float(b) ** 2 if convention == "paper" else float(b))) for b in bandwidths],
+                       device=x.device)
+
+    def mean_k(a, b):
+        d2 = (a.pow(2).sum(2)[:, :, None] + b.pow(2).sum(2)[:, None, :] - 2.0 * a @ b.transpose(1, 2)).clamp_min(0.0)
+        return torch.exp(-d2[..., None] * inv).sum(3).mean((1, 2))
+
+    return mean_k(x, x) + mean_k(y, y) - 2.0 * mean_k(x, y)
 
 
 def median_sq_distance(x: torch.Tensor, max_rows: int = 2000, generator: torch.Generator | None = None) -> float:
