@@ -127,10 +127,9 @@ def test_classwise_loss_is_sum_over_shared_classes(convention):
 
 
 @pytest.mark.parametrize("convention", ["paper", "official"])
-def test_classwise_loss_with_equal_counts_matches_brute_force_and_loop_gradient(convention):
-    """Equal counts per class (the batched path, as the GMMN step draws them), classes interleaved:
-    the loss equals the brute-force per-class sum, and its gradient equals that of a plain loop of
-    class_loss over classes."""
+def test_classwise_loss_with_interleaved_classes_matches_brute_force_and_loop_gradient(convention):
+    """Equal counts per class (as the GMMN step draws them), classes interleaved: the loss equals
+    the brute-force per-class sum, and its gradient equals that of a plain loop of class_loss."""
     real = sample(12, 3, 4.0, 0.0, 30)
     real_labels = torch.tensor([2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1])   # 4 rows per class
     fake0 = sample(6, 3, 4.0, 1.0, 31)

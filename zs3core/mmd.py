@@ -123,9 +123,11 @@ class MMDLoss:
 
         When every shared class has the same number of real rows and the same number of fake
         rows (the GMMN and PADing steps draw ``samples_per_class`` of each), all classes are
-        computed at once as (C, n, m) batched kernels (:func:`batched_mmd2`): the same sums in
-        0.8x the time of a loop over classes (9 classes x 128 x 128-d, loss + backward, 2 CPU
-        cores: 14.0 vs 17.5 ms, ``benchmarks/mmd_speed.py``); otherwise class by class.
+        computed at once as (C, n, m) batched kernels (:func:`batched_mmd2`): the same sums as
+        a loop over classes, in a few large kernels instead of C small ones (what a GPU wants;
+        on 2 CPU cores the loss + backward of 9 classes x 128 x 128-d takes 14.0 vs 17.5 ms,
+        ``benchmarks/mmd_speed.py``, and a whole GMMN step about the same time either way);
+        otherwise class by class.
 
         Args:
             real: (n, d) float, real_labels: (n,) int; fake: (m, d), fake_labels: (m,).
