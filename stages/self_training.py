@@ -1,7 +1,8 @@
 """Stage self_training (ZS5Net): pseudo-label the unlabelled pool with ZS3Net, retrain the classifier.
 
-Per pool image, the top ``self_training.top_p`` % most confident pixels among those that ZS3Net
-(calibrated with its cross-validated γ) predicts as unseen become pseudo-labels; every pool pixel
+The pool pixels that ZS3Net (calibrated with its cross-validated γ) predicts as unseen are
+ranked by confidence and ``self_training.rule`` keeps some as pseudo-labels (default, the
+paper's: the top ``self_training.top_p`` % of each pool image's); every pool pixel
 may, unless ``self_training.pool_annotation=seen`` reads the pool's seen annotation under
 ``ignore`` (:mod:`zs3core.self_training`). ZS5Net has no γ of its own and is reported uncalibrated. The classifier
 is retrained with ZS3Net's recipe plus the pseudo-labelled features. The pool's ground truth is
@@ -33,11 +34,11 @@ def main(st) -> None:
     cs, emb, labelled, pool = read_class_split(CLASSES), load_class_embeddings(EMBED), load_cache(LABELLED), load_cache(POOL)
     t, gamma = st.cfg.self_training, float(read_json(CALIBRATION).get("zs3net", {}).get("gamma", 0.0))
     sel, pseudo_y = pseudo_label(load_classifier(ZS3NET), pool, cs.seen, cs.unseen, t.top_p, st.cfg.split.filter, gamma,
-                                 pool_annotation=t.pool_annotation)
+                                 pool_annotation=t.pool_annotation, rule=t.rule, threshold=t.threshold)
     gen, g = load_generator(GENERATOR)
     kind = get_kind(g.kind)
     ctx = pool_context(MAPS, (cs.ignore_index, 255)) if kind.needs_graphs else None
-    ckpt = stage_checkpoint("self_training", [as_dict(st.cfg.classifier), t.top_p, t.pool_annotation, st.cfg.seed],
+    ckpt = stage_checkpoint("self_training", [as_dict(st.cfg.classifier), t.top_p, t.rule, t.threshold, t.pool_annotation, st.cfg.seed],
                             [GENERATOR, ZS3NET, LABELLED, POOL, CALIBRATION], every=1)
     with st.outputs() as out:
         live = LiveCurves(out.path("plots/self_training/dvclive"))
@@ -46,7 +47,8 @@ def main(st) -> None:
                                         st.cfg.classifier, st.rng, st.device, extra=(pool["features"][sel], pseudo_y),
                                         ckpt=ckpt, desc="ZS5Net classifier", on_epoch=live)
         live.close()
-        metrics = pseudo_label_report(sel, pseudo_y, pool["labels"], cs, t.top_p, gamma, n, t.pool_annotation)
+        metrics = pseudo_label_report(sel, pseudo_y, pool["labels"], cs, t.top_p, gamma, n, t.pool_annotation,
+                                      t.rule, t.threshold)
         save_classifier(clf, out.path(ZS5NET), losses)
         out.json("metrics/self_training.json", metrics)
     ckpt.clear()

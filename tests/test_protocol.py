@@ -3,11 +3,14 @@ settings ranked by the seen-class CV without reading unseen labels."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
+from zs3core.compose import compose
 from zs3core.io import Zs3Error
 from zs3core.splits import carve_dev, labelled_and_pool_rows
 
@@ -109,7 +112,8 @@ def test_pretrained_and_weights_together_are_refused(tiny_config):
 # ------------------------------------------------------------------ generator settings by the seen-class CV
 def test_generator_cv_ranking_never_reads_unseen_labels(tiny_config):
     """Poisoning every unseen label, feature, pixel and count leaves the ranking and its scores
-    unchanged; the two candidates get different scores (the poison is the only thing that
+    unchanged, relation-term candidates included (their unseen classes are the folds'
+    pseudo-unseen ones); the candidates get different scores (the poison is the only thing that
     could move them)."""
     from test_calibration import _toy_cache
 
@@ -127,12 +131,56 @@ def test_generator_cv_ranking_never_reads_unseen_labels(tiny_config):
     got = []
     for poison in (False, True):
         cache, maps, counts = _toy_cache(poison)
-        r = rank_candidates([["generator.lr=0.0001"], ["generator.lr=0.05"]], raw, cache, maps, counts, split,
+        r = rank_candidates([["generator.lr=0.0001"], ["generator.lr=0.05"],
+                             ["generator.lr=0.0001", "generator.relation.listwise_weight=1",
+                              "generator.relation.pairwise_weight=1"]], raw, cache, maps, counts, split,
                             torch.eye(6), torch.device("cpu"))
         got.append([(x["overrides"], x["cv_hIoU"], x["gamma"]) for x in r])
     assert got[0] == got[1]
-    assert got[0][0][1] != got[0][1][1]
-    assert got[0][0][1] > got[0][1][1]                               # best first
+    scores = [x[1] for x in got[0]]
+    assert len(set(scores)) > 1
+    assert scores == sorted(scores, reverse=True)                    # best first
+
+
+def test_self_training_rules_ranked_on_folds_never_read_unseen_labels(tiny_config):
+    """ZS5Net's rules ranked on the seen-class folds: poisoning the unseen classes leaves every
+    score unchanged; p = 0 selects nothing; ZS3Net's fold score equals the generator CV's (a
+    second code path over the same folds); best first; a candidate that overrides anything but
+    the rule is refused."""
+    from test_calibration import _toy_cache
+
+    from zs3core.config import as_dict
+    from zs3core.generator_cv import rank_candidates, rank_self_training_candidates
+    from zs3core.splits import ClassSplit
+
+    raw = as_dict(tiny_config)
+    raw["generator"] = {**raw["generator"], "kind": "gmmn", "hidden": 16, "noise_dim": 2, "dropout": 0.0, "steps": 60,
+                        "lr": 0.01, "samples_per_class": 16, "mmd": {"convention": "paper", "bandwidths": [1.0, 2.0]}}
+    raw["classifier"] = {**raw["classifier"], "epochs": 4, "batch_size": 64, "lr": 0.05, "generated_per_seen": 20,
+                         "generated_per_unseen": 20}
+    raw["calibration"] = {**raw["calibration"], "folds": 2, "val_fraction": 0.25, "grid": 21}
+    split = ClassSplit(tuple("abcdef"), (4, 5), 255)
+    # embeddings that carry the toy's class centres, so that the folds transfer
+    emb = torch.tensor([[4.0, 0], [0, 4.0], [-4.0, 0], [0, -4.0], [3, 3], [-3, -3]]) / 4
+    cands = [["self_training.top_p=0"], ["self_training.top_p=50"], ["self_training.rule=class_top_p", "self_training.top_p=50"],
+             ["self_training.rule=threshold", "self_training.threshold=0.5"]]
+    got = []
+    for poison in (False, True):
+        cache, maps, counts = _toy_cache(poison)
+        r = rank_self_training_candidates(cands, raw, cache, maps, counts, split, emb, 1.0, torch.device("cpu"))
+        got.append([(x["overrides"], x["cv_hIoU"], x["gamma"], x["precision"], x["pseudo_labels"], x["zs3net_cv_hIoU"])
+                    for x in r])
+    assert got[0] == got[1]
+    by = {tuple(x[0]): x[1:] for x in got[0]}
+    assert by[("self_training.top_p=0",)][2:4] == (None, 0)
+    assert all(n > 0 and 0 <= p <= 100 for o, (h, g, p, n, z) in by.items() if o != ("self_training.top_p=0",))
+    scores = [x[1] for x in got[0]]
+    assert len(set(scores)) > 1 and scores == sorted(scores, reverse=True)
+    base = rank_candidates([[]], raw, *_toy_cache(False), split, emb, torch.device("cpu"))[0]["cv_hIoU"]
+    assert base > 0 and {x[5] for x in got[0]} == {base}
+    with pytest.raises(Zs3Error, match="is not a self_training.rule"):
+        rank_self_training_candidates([["generator.lr=0.1"]], raw, *_toy_cache(False), split, emb, 0.0,
+                                      torch.device("cpu"))
 
 
 def test_generator_cv_overrides_are_checked():
@@ -148,6 +196,27 @@ def test_generator_cv_overrides_are_checked():
                      ("classifier.unseen=1", "names no classifier parameter"), ("generator.lr", "is not a generator")):
         with pytest.raises(Zs3Error, match=msg):
             apply_overrides(g, [bad])
+
+
+def test_generator_cv_candidates_switch_the_kind_and_keep_the_scale_values():
+    """``generator=pading`` takes the group's kind, lr and primitive block (read here from the
+    yaml files themselves) and keeps the workspace's steps and relation weights; a bad group is named."""
+    from zs3core.generator_cv import apply_overrides
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    raw = yaml.safe_load(compose(["+experiment=camvid_tiny"], config_dir=conf))
+    raw["generator"]["steps"] = 1234
+    prim = yaml.safe_load((conf / "generator" / "pading_primitives.yaml").read_text())
+    full = yaml.safe_load((conf / "generator" / "pading.yaml").read_text())
+    out = apply_overrides(raw, ["generator.relation.listwise_weight=2", "generator=pading"], conf)
+    g = out["generator"]
+    assert g["kind"] == "pading" and g["lr"] == prim["lr"] and g["steps"] == 1234
+    assert g["primitive"] == {**prim["primitive"], **full["primitive"]}
+    assert g["relation"]["listwise_weight"] == 2 and g["relation"]["temperature"] == raw["generator"]["relation"]["temperature"]
+    assert raw["generator"]["kind"] == "gmmn"                            # the input is not changed
+    assert apply_overrides(raw, ["generator=gc"], conf)["generator"] == {**raw["generator"], "kind": "gc"}
+    with pytest.raises(Zs3Error, match=r"generator=nope: no conf/generator/nope.yaml; groups: \['gc', 'gmmn'"):
+        apply_overrides(raw, ["generator=nope"], conf)
 
 
 def test_graph_context_folds_sample_graphs_from_fold_train_images_only(tiny_config, monkeypatch):

@@ -1,6 +1,8 @@
 """ZS5Net pseudo-label selection on a hand-made confidence map."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -144,3 +146,68 @@ def test_default_pseudo_labels_do_not_read_the_pool_annotation(protocol):
         assert seen_rule == [[], [0, 1, 3, 5, 6], [1, 3, 6]]
     else:
         assert seen_rule == [[0, 1, 3, 5, 6]] * 3
+
+
+# ------------------------------------------------------------------ selection rules beyond the per-image top-p
+def _brute_select(probs, image, unseen, rule, top_p=0.0, threshold=0.5):
+    """Second implementation with plain Python lists: group the unseen-predicted pixels (by image
+    or by predicted class), sort each group by (-confidence, index), keep ceil(p/100 * n)."""
+    rows = probs.tolist()
+    pred = [max(range(len(r)), key=lambda c: (r[c], -c)) for r in rows]
+    conf = [r[p] for r, p in zip(rows, pred)]
+    cand = [i for i in range(len(rows)) if pred[i] in unseen]
+    if rule == "threshold":
+        return sorted(i for i in cand if conf[i] >= threshold)
+    key = (lambda i: int(image[i])) if rule == "image_top_p" else (lambda i: pred[i])
+    out = []
+    for g in sorted({key(i) for i in cand}):
+        members = sorted((i for i in cand if key(i) == g), key=lambda i: (-conf[i], i))
+        out += members[:math.ceil(top_p / 100 * len(members))]
+    return sorted(out)
+
+
+@pytest.mark.parametrize("rule,top_p,threshold", [("image_top_p", 30, 0.5), ("class_top_p", 30, 0.5),
+                                                  ("class_top_p", 100, 0.5), ("threshold", 0, 0.6),
+                                                  ("threshold", 0, 0.0)])
+def test_selection_rules_match_brute_force(rule, top_p, threshold):
+    g = torch.Generator().manual_seed(3)
+    probs = torch.softmax(3 * torch.randn(200, 5, generator=g), 1)
+    image = torch.randint(4, (200,), generator=g)
+    got = torch.nonzero(select_pseudo_labels(probs, image, [3, 4], top_p, rule=rule, threshold=threshold)).squeeze(1)
+    assert got.tolist() == _brute_select(probs, image, [3, 4], rule, top_p, threshold)
+    assert len(got) > 0
+
+
+def test_class_top_p_keeps_every_unseen_class_where_image_top_p_does_not():
+    """Class 3 is predicted on 9 confident pixels, class 4 on 1 less confident one, all in one
+    image: the per-image top 10 % keeps one pixel of class 3 only; the per-class rule keeps one of each."""
+    probs = torch.tensor([[0.0, 0.0, 0.0, 0.9, 0.1]] * 9 + [[0.0, 0.0, 0.0, 0.4, 0.6]])
+    image = torch.zeros(10, dtype=torch.long)
+    per_image = select_pseudo_labels(probs, image, [3, 4], 10)
+    per_class = select_pseudo_labels(probs, image, [3, 4], 10, rule="class_top_p")
+    assert per_image.tolist() == [True] + [False] * 9
+    assert per_class.tolist() == [True] + [False] * 8 + [True]
+
+
+def test_bad_rule_and_threshold():
+    probs, image = torch.full((2, 3), 1 / 3), torch.zeros(2, dtype=torch.long)
+    with pytest.raises(ValueError, match="self_training.rule"):
+        select_pseudo_labels(probs, image, [2], 10, rule="per_class")
+    with pytest.raises(ValueError, match="self_training.threshold"):
+        select_pseudo_labels(probs, image, [2], 10, rule="threshold", threshold=1.5)
+
+
+def test_report_gives_precision_per_class_by_hand():
+    from types import SimpleNamespace
+
+    from zs3core.self_training import pseudo_label_report
+
+    split = SimpleNamespace(classes=("a", "b", "c", "d"), unseen=(2, 3))
+    sel = torch.tensor([True, True, True, True, True, False])
+    pseudo = torch.tensor([2, 2, 2, 3, 3])
+    gt = torch.tensor([2, 0, 255, 3, 1, 3])      # class 2: 1 right of 2 scored (void left out); class 3: 1 of 2
+    r = pseudo_label_report(sel, pseudo, gt, split, 25, 0.5, 100, rule="class_top_p", threshold=0.9)
+    assert r["pseudo_label_precision_per_class"] == {"c": 50.0, "d": 50.0}
+    assert r["pseudo_label_precision"] == 50.0
+    assert r["rule"] == "class_top_p" and r["threshold"] is None
+    assert r["pseudo_labels_per_class"] == {"c": 3, "d": 2}

@@ -330,6 +330,16 @@ class PrimitiveParams:
 
 
 @dataclass(frozen=True)
+class RelationParams:
+    """``generator.relation``: relation terms between classes after CSRL, any kind (zs3core/generators/relation.py)."""
+
+    pairwise_weight: float = spec(float, ge=0)
+    listwise_weight: float = spec(float, ge=0)
+    temperature: float = spec(float, gt=0)
+    samples_per_class: int = spec(int, ge=1)
+
+
+@dataclass(frozen=True)
 class GeneratorParams:
     """``generator``: the feature generator of step 1 (conf/generator/)."""
 
@@ -344,6 +354,7 @@ class GeneratorParams:
     samples_per_class: int = spec(int, ge=2)
     graphs_per_step: int = spec(int, ge=1)
     primitive: PrimitiveParams | None = spec(PrimitiveParams, optional=True)
+    relation: RelationParams | None = spec(RelationParams, optional=True)   # absent (older runs) = off
     # ``kind`` is checked against the registry by the stages that use a generator
     # (zs3core.generators.get_kind, first thing), so that this module does not import them all.
 
@@ -377,6 +388,8 @@ class SelfTrainingParams:
     """``self_training``: ZS5Net's pseudo-labels."""
 
     top_p: float = spec(float, ge=0, le=100)
+    rule: str = spec(str, choices=("image_top_p", "class_top_p", "threshold"))
+    threshold: float = spec(float, ge=0, le=1)
     pool_annotation: str = spec(str, choices=("none", "seen"), doc="none: every pool pixel may be pseudo-labelled; "
                                 "seen: under ignore, only pool pixels without a seen training label")
 

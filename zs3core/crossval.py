@@ -32,7 +32,10 @@ def fold_scorers(kind, generator_params, cfg, data, num_classes: int, rng: torch
     * ``devise``: :func:`zs3core.devise.train_devise` on the fold-train features;
     * ``real_feature_ceiling``: :func:`zs3core.retrain.fit_classifier` with *real* features of
       the pseudo-unseen classes from the fold-train images (at most ``generated_per_unseen``
-      per class), as :mod:`zs3core.ceiling` does with the pool.
+      per class), as :mod:`zs3core.ceiling` does with the pool;
+    * ``zs3net_parts``: as ``zs3net`` but returns (classifier, ``sampler(rng)`` giving the fitted
+      generator's sampler on a random stream, the fold-train :class:`FitData`), for ZS5Net's
+      fold (:func:`rank_self_training`).
 
     Args:
         kind: the :class:`zs3core.generators.GeneratorKind`. generator_params: its params
@@ -47,18 +50,21 @@ def fold_scorers(kind, generator_params, cfg, data, num_classes: int, rng: torch
     def fold_seen(d) -> list[int]:
         return sorted(int(c) for c in torch.unique(d.labels))
 
-    def zs3net(fold: Fold, train_mask: torch.Tensor) -> Scorer:
+    def zs3net_parts(fold: Fold, train_mask: torch.Tensor):
         d = subset(train_mask)
         gen = kind.build(generator_params, d.embeddings.shape[1], d.features.shape[1])
         kind.fit(gen, d, fold_seen(d), generator_params, rng, device, None, unseen=fold.pseudo_unseen)
         ctx = sample_context(data.label_maps, fold.train_rows, data.void) if kind.needs_graphs else SampleContext()
 
-        def sample(classes, n):
-            return kind.sample(gen, d.embeddings, classes, n, ctx, rng, device)
+        def sampler(r: torch.Generator):
+            return lambda classes, n: kind.sample(gen, d.embeddings, classes, n, ctx, r, device)
 
-        clf, _, _ = fit_classifier(d.features, d.labels, num_classes, fold_seen(d), fold.pseudo_unseen, sample, cfg,
+        clf, _, _ = fit_classifier(d.features, d.labels, num_classes, fold_seen(d), fold.pseudo_unseen, sampler(rng), cfg,
                                    rng, device, desc="calibration fold: ZS3Net")
-        return clf
+        return clf, sampler, d
+
+    def zs3net(fold: Fold, train_mask: torch.Tensor) -> Scorer:
+        return zs3net_parts(fold, train_mask)[0]
 
     def devise(fold: Fold, train_mask: torch.Tensor) -> Scorer:
         d = subset(train_mask)
@@ -74,7 +80,7 @@ def fold_scorers(kind, generator_params, cfg, data, num_classes: int, rng: torch
                                    rng, device, extra=extra, desc="calibration fold: ceiling")
         return clf
 
-    return {"zs3net": zs3net, "devise": devise, "real_feature_ceiling": ceiling}
+    return {"zs3net": zs3net, "devise": devise, "real_feature_ceiling": ceiling, "zs3net_parts": zs3net_parts}
 
 
 def select_gammas(labelled: dict, label_maps: dict, pixel_counts, seen, unseen, void, embeddings: torch.Tensor,
@@ -100,7 +106,25 @@ def select_gammas(labelled: dict, label_maps: dict, pixel_counts, seen, unseen, 
     Returns:
         {model: the dict of :func:`zs3core.calibration.cross_validate`}.
     """
-    from zs3core.calibration import cross_validate, make_folds
+    from zs3core.calibration import cross_validate
+
+    data, counts, fold_list = seen_only_folds(labelled, label_maps, pixel_counts, seen, unseen, void, embeddings, folds,
+                                              val_fraction, rng)
+    scorers = fold_scorers(kind, generator_params, cfg, data, embeddings.shape[0], rng, device)
+    return {m: cross_validate(data.features, data.labels, data.image, counts, fold_list, scorers[m], grid) for m in models}
+
+
+def seen_only_folds(labelled: dict, label_maps: dict, pixel_counts, seen, unseen, void, embeddings: torch.Tensor,
+                    folds: int, val_fraction: float, rng: torch.Generator):
+    """Drop everything of the unseen classes, then draw the folds (:func:`select_gammas`'s first step).
+
+    Returns:
+        (:class:`FitData` of the seen-class rows, with unseen pixels of the label maps made void;
+        (R, C) float64 pixel counts with the unseen columns zeroed; the folds of
+        :func:`zs3core.calibration.make_folds`). ``rng`` is advanced as the calibrate stage does,
+        so the same seed gives the same folds.
+    """
+    from zs3core.calibration import make_folds
 
     keep = torch.isin(labelled["labels"], torch.as_tensor([int(c) for c in seen], dtype=torch.long))
     hidden = [int(u) for u in unseen]
@@ -113,5 +137,92 @@ def select_gammas(labelled: dict, label_maps: dict, pixel_counts, seen, unseen, 
                    tuple(void))
     present = sorted(int(x) for x in torch.unique(data.labels))
     fold_list = make_folds(present, len(hidden), folds, sorted(set(data.image.tolist())), val_fraction, rng)
-    scorers = fold_scorers(kind, generator_params, cfg, data, embeddings.shape[0], rng, device)
-    return {m: cross_validate(data.features, data.labels, data.image, counts, fold_list, scorers[m], grid) for m in models}
+    return data, counts, fold_list
+
+
+def rank_self_training(labelled: dict, label_maps: dict, pixel_counts, seen, unseen, void, embeddings: torch.Tensor,
+                       kind, generator_params, cfg, candidates: list[dict], gamma: float, folds: int,
+                       val_fraction: float, grid: int, rng: torch.Generator, device: torch.device) -> list[dict]:
+    """Score ZS5Net selection rules on the seen-class folds, where pseudo-unseen ground truth exists.
+
+    The folds are :func:`select_gammas`'s (same seed, same folds). In each fold, ZS3Net is
+    fitted as the calibration fits it (generator and step 2 on the fold-train images, pseudo-unseen
+    rows removed); the fold-train images then play the unlabelled pool (all their rows, the
+    pseudo-unseen ones included, labels hidden from the selection), as under ``split.filter=ignore``.
+    For every candidate, :func:`zs3core.self_training.select_pseudo_labels` picks pseudo-labels
+    from ZS3Net's probabilities calibrated with ``gamma``, the classifier is retrained with them
+    (ZS3Net's recipe plus the pseudo-labelled features, as the self_training stage does; every
+    candidate on the same random streams, which leave the folds' own streams untouched, so that
+    ZS3Net's figures equal :func:`select_gammas`'s), and the fold-validation images are scored over a γ
+    grid exactly as :func:`zs3core.calibration.cross_validate` scores a model: the key is the
+    fold-mean hIoU at the candidate's own best γ, which is also the γ a calibrated ZS5Net would
+    use. Nothing of the real unseen classes is read (:func:`seen_only_folds`).
+
+    Args:
+        labelled ... rng, device: as :func:`select_gammas`. grid: γ grid size.
+        candidates: [{"rule", "top_p", "threshold", ...}] (:data:`zs3core.self_training.RULES`).
+        gamma: ZS3Net's γ used to pseudo-label (the calibrate stage's, or 0).
+
+    Returns:
+        One dict per candidate, best first: {**candidate, "cv_hIoU" (fold-mean hIoU at the
+        candidate's γ, %), "gamma", "cv_uncalibrated_hIoU" (at γ = 0, %), "zs3net_cv_hIoU" and
+        "zs3net_gamma" (ZS3Net without self-training on the same folds), "precision" (mean over
+        folds of the pseudo-labels' precision against the pseudo-unseen truth, %; None where no
+        fold selects any), "pseudo_labels" (total over folds), "folds": per fold
+        {pseudo_unseen, precision, pseudo_labels}, "rank"}.
+    """
+    from zs3core.calibration import calibrate, gamma_grid, hiou_curve, margins, select_gamma
+    from zs3core.self_training import select_pseudo_labels
+
+    data, counts, fold_list = seen_only_folds(labelled, label_maps, pixel_counts, seen, unseen, void, embeddings, folds,
+                                              val_fraction, rng)
+    parts = fold_scorers(kind, generator_params, cfg, data, embeddings.shape[0], rng, device)["zs3net_parts"]
+    scored = {i: [] for i in range(-1, len(candidates))}      # -1: ZS3Net; per fold (y, w, scores, fold seen, fold)
+    stats = {i: [] for i in range(len(candidates))}
+    for fold in fold_list:
+        held = torch.as_tensor(fold.pseudo_unseen, dtype=torch.long)
+        in_train = torch.isin(data.image, torch.as_tensor(fold.train_rows, dtype=torch.long))
+        in_val = torch.isin(data.image, torch.as_tensor(fold.val_rows, dtype=torch.long))
+        clf, sampler, d = parts(fold, in_train & ~torch.isin(data.labels, held))
+        fs = sorted(int(c) for c in torch.unique(d.labels))
+        pool_x, pool_y, pool_img = data.features[in_train].float(), data.labels[in_train], data.image[in_train]
+        val_x, val_y = data.features[in_val].float(), data.labels[in_val].numpy()
+        n_feat = np.bincount(val_y, minlength=counts.shape[1])
+        w = counts[np.asarray(fold.val_rows)].sum(0)[val_y] / np.maximum(n_feat[val_y], 1)
+        with torch.no_grad():
+            probs = calibrate(clf(pool_x), fs, gamma).softmax(1)
+            scored[-1].append((val_y, w, clf(val_x), fs, fold))
+        cand_seed, outer = 1000 + len(scored[-1]), (torch.get_rng_state(), rng.get_state())
+        for i, cand in enumerate(candidates):
+            torch.manual_seed(cand_seed)                    # every candidate retrains on the same streams
+            cand_rng = torch.Generator().manual_seed(cand_seed)
+            sel = select_pseudo_labels(probs, pool_img, fold.pseudo_unseen, cand.get("top_p", 0.0), None,
+                                       cand["rule"], cand.get("threshold", 0.5))
+            pseudo = probs[sel].argmax(1)
+            prec = float((pseudo == pool_y[sel]).float().mean()) * 100 if bool(sel.any()) else None
+            clf2, _, _ = fit_classifier(d.features, d.labels, embeddings.shape[0], fs, fold.pseudo_unseen,
+                                        sampler(cand_rng), cfg, cand_rng, device, extra=(pool_x[sel], pseudo),
+                                        desc="self-training fold: ZS5Net")
+            with torch.no_grad():
+                scored[i].append((val_y, w, clf2(val_x), fs, fold))
+            stats[i].append({"pseudo_unseen": list(fold.pseudo_unseen), "precision": prec, "pseudo_labels": int(sel.sum())})
+        torch.set_rng_state(outer[0])                       # the next fold's ZS3Net as the calibration fits it
+        rng.set_state(outer[1])
+
+    def cv(runs) -> tuple[float, float, float]:
+        gammas = gamma_grid([margins(s, fs, f.pseudo_unseen)[0] for _, _, s, fs, f in runs], grid)
+        curves = np.stack([hiou_curve(y, w, s, fs, f.pseudo_unseen, gammas) for y, w, s, fs, f in runs])
+        g, best = select_gamma(gammas, curves)
+        return g, best, float(curves[:, int(np.flatnonzero(gammas == 0.0)[0])].mean())
+
+    g0, base, _ = cv(scored[-1])
+    out = []
+    for i, cand in enumerate(candidates):
+        g, best, unc = cv(scored[i])
+        precs = [r["precision"] for r in stats[i] if r["precision"] is not None]
+        out.append({**cand, "cv_hIoU": round(best, 3), "gamma": round(g, 6), "cv_uncalibrated_hIoU": round(unc, 3),
+                    "zs3net_cv_hIoU": round(base, 3), "zs3net_gamma": round(g0, 6),
+                    "precision": round(float(np.mean(precs)), 2) if precs else None,
+                    "pseudo_labels": int(sum(r["pseudo_labels"] for r in stats[i])), "folds": stats[i]})
+    out.sort(key=lambda x: -x["cv_hIoU"])
+    return [{**x, "rank": i + 1} for i, x in enumerate(out)]

@@ -21,6 +21,18 @@ Usage::
     python -m zs3core.generator_cv "generator.lr=0.0002 generator.samples_per_class=128" \\
         "generator.lr=0.001" "generator.lr=0.002" --out metrics/generator_cv.json
     python -m zs3core.generator_cv "classifier.unseen_weight=100" "classifier.unseen_weight=5"
+    python -m zs3core.generator_cv "" "generator=gc" "generator=pading" \
+        "generator.relation.listwise_weight=1" "generator=pading generator.relation.pairwise_weight=1"
+
+``--self-training`` ranks ZS5Net's pseudo-label selection rules instead (``self_training.rule``,
+``.top_p``, ``.threshold``) on the same folds (:func:`zs3core.crossval.rank_self_training`):
+
+    python -m zs3core.generator_cv --self-training "" "self_training.top_p=10" \
+        "self_training.rule=class_top_p" "self_training.rule=threshold self_training.threshold=0.9"
+
+A candidate may switch the kind with ``generator=<group>`` (a file of ``conf/generator/``): the
+group's own values (kind, lr, primitive.*) replace the workspace's, the rest (the scale's steps,
+the relation block) is kept (:func:`group_delta`).
 """
 from __future__ import annotations
 
@@ -36,28 +48,72 @@ import yaml
 
 CLASSES, MANIFEST, EMBED = Path("data/split/classes.json"), Path("data/split/manifest.csv"), Path("data/embed/class_embeddings.pt")
 LABELLED, MAPS = Path("data/features/labelled"), Path("data/features/label_maps.pt")
+CALIBRATION = Path("metrics/calibration.json")
 
 
-BLOCKS = ("generator", "classifier")
+BLOCKS = ("generator", "classifier", "self_training")
 """The params blocks a candidate may override."""
 
 
-def apply_overrides(params: dict, overrides: list[str]) -> dict:
-    """A copy of the params mapping with ``generator.a.b=value`` / ``classifier.a=value``
-    overrides applied (values: integers, floats such as ``2e-4``, else YAML scalars).
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def group_delta(group: str, config_dir: Path = Path("conf")) -> dict:
+    """What selecting ``conf/generator/<group>.yaml`` changes in the ``generator`` block, relative
+    to the default group: {dotted key under ``generator``: value} for every key the group adds or
+    sets differently (e.g. ``kind``, ``lr`` and ``primitive.*`` for ``pading``). Applied on top of
+    the workspace's block, it keeps what the scale and the user set on keys the group leaves alone
+    (``steps``, ``samples_per_class``), as ``dvc exp run -S generator=<group>`` composes.
 
     Raises:
-        Zs3Error: an override is not ``<block>.<key>=<value>`` with a block of :data:`BLOCKS`,
-            or names an unknown key.
+        Zs3Error: no such group (naming the groups in ``conf/generator``).
+    """
+    from zs3core.compose import compose
+    from zs3core.io import Zs3Error
+
+    groups = sorted(f.stem for f in (Path(config_dir) / "generator").glob("*.yaml"))
+    if group not in groups:
+        raise Zs3Error(f"generator_cv: generator={group}: no conf/generator/{group}.yaml; groups: {groups}")
+    base = _flatten(yaml.safe_load(compose([], config_dir))["generator"])
+    new = _flatten(yaml.safe_load(compose([f"generator={group}"], config_dir))["generator"])
+    return {k: v for k, v in new.items() if k not in base or base[k] != v}
+
+
+def apply_overrides(params: dict, overrides: list[str], config_dir: Path = Path("conf")) -> dict:
+    """A copy of the params mapping with ``generator.a.b=value`` / ``classifier.a=value``
+    overrides applied (values: integers, floats such as ``2e-4``, else YAML scalars), and
+    ``generator=<group>`` switching the generator kind (:func:`group_delta`; applied first).
+
+    Raises:
+        Zs3Error: an override is not ``<block>.<key>=<value>`` with a block of :data:`BLOCKS`
+            or ``generator=<group>``, names an unknown key, or an unknown group.
     """
     from zs3core.io import Zs3Error
 
     out = copy.deepcopy(params)
+    groups = [o for o in overrides if o.startswith("generator=")]
+    for o in groups:
+        for key, value in group_delta(o.partition("=")[2], config_dir).items():
+            node = out["generator"]
+            *parents, last = key.split(".")
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[last] = copy.deepcopy(value)
     for o in overrides:
+        if o in groups:
+            continue
         key, eq, value = o.partition("=")
         parts = key.split(".")
         if not eq or parts[0] not in BLOCKS or len(parts) < 2 or not isinstance(out.get(parts[0]), dict):
-            raise Zs3Error(f"generator_cv: '{o}' is not a generator.<key>=<value> or classifier.<key>=<value> override")
+            raise Zs3Error(f"generator_cv: '{o}' is not a generator=<group>, generator.<key>=<value> or "
+                           f"classifier.<key>=<value> override")
         node = out[parts[0]]
         for p in parts[1:-1]:
             if not isinstance(node.get(p), dict):
@@ -121,6 +177,45 @@ def rank_candidates(candidates: list[list[str]], raw_params: dict, labelled: dic
     return [{**x, "rank": i + 1} for i, x in enumerate(rows)]
 
 
+def rank_self_training_candidates(candidates: list[list[str]], raw_params: dict, labelled: dict, label_maps: dict,
+                                  pixel_counts, split, embeddings: torch.Tensor, gamma: float,
+                                  device: torch.device) -> list[dict]:
+    """Rank ZS5Net selection rules (``self_training.*`` overrides) on the seen-class folds
+    (:func:`zs3core.crossval.rank_self_training`), with the workspace's generator and step 2.
+
+    Raises:
+        Zs3Error: a candidate overrides anything but ``self_training.rule``, ``.top_p`` or
+            ``.threshold``, or a bad value.
+    """
+    from zs3core.config import config_from_dict
+    from zs3core.crossval import rank_self_training
+    from zs3core.generators import get_kind
+    from zs3core.io import Zs3Error
+
+    cands = []
+    for overrides in candidates:
+        bad = [o for o in overrides if not o.startswith(("self_training.rule=", "self_training.top_p=",
+                                                         "self_training.threshold="))]
+        if bad:
+            raise Zs3Error(f"generator_cv --self-training: {bad} is not a self_training.rule / .top_p / .threshold "
+                           f"override (the generator and step 2 are the workspace's)")
+        st = config_from_dict(apply_overrides(raw_params, overrides)).self_training
+        cands.append({"overrides": list(overrides), "rule": st.rule, "top_p": st.top_p, "threshold": st.threshold})
+    cfg = config_from_dict(raw_params)
+    c = cfg.calibration
+    torch.manual_seed(cfg.seed)
+    t0 = time.time()
+    rows = rank_self_training(labelled, label_maps, pixel_counts, split.seen, split.unseen, (split.ignore_index, 255),
+                              embeddings, get_kind(cfg.generator.kind), cfg.generator, cfg.classifier, cands, gamma,
+                              c.folds, c.val_fraction, c.grid, torch.Generator().manual_seed(cfg.seed), device)
+    for r in rows:
+        print(f"  {' '.join(r['overrides']) or '(params.yaml)':<60s} CV hIoU {r['cv_hIoU']:6.2f} at γ {r['gamma']:.3g} "
+              f"(uncalibrated {r['cv_uncalibrated_hIoU']:6.2f}; ZS3Net {r['zs3net_cv_hIoU']:6.2f}) "
+              f"precision {r['precision']} % of {r['pseudo_labels']}", flush=True)
+    print(f"  {time.time() - t0:.0f} s")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     from zs3core.embeddings import load_class_embeddings
     from zs3core.features import load_cache
@@ -131,24 +226,38 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("candidates", nargs="+", help='space-separated generator.* / classifier.* overrides per candidate, e.g. '
                                                   '"generator.lr=0.001 generator.steps=5000" ("" = params.yaml as is)')
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
-    ap.add_argument("--out", type=Path, default=Path("metrics/generator_cv.json"))
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default metrics/generator_cv.json (metrics/self_training_cv.json with --self-training)")
+    ap.add_argument("--self-training", action="store_true",
+                    help="rank ZS5Net selection rules (self_training.rule/top_p/threshold) on the seen-class folds")
     a = ap.parse_args(argv)
+    a.out = a.out or Path("metrics/self_training_cv.json" if a.self_training else "metrics/generator_cv.json")
     try:
         raw = yaml.safe_load(a.params.read_text())
         cs, df = read_class_split(CLASSES), read_manifest(MANIFEST)
         if not cs.unseen:
             raise Zs3Error(f"{CLASSES}: no unseen class; the CV ranks zero-shot settings")
         train = df[df.split == raw["dataset"]["train_split"]]
-        ranking = rank_candidates([c.split() for c in a.candidates], raw, load_cache(LABELLED),
-                                  torch.load(MAPS, weights_only=False)["maps"], pixel_count_matrix(train, cs.classes),
-                                  cs, load_class_embeddings(EMBED), torch.device("cpu"))
+        inputs = (load_cache(LABELLED), torch.load(MAPS, weights_only=False)["maps"],
+                  pixel_count_matrix(train, cs.classes), cs, load_class_embeddings(EMBED))
+        if a.self_training:
+            cal = json.loads(CALIBRATION.read_text()) if CALIBRATION.exists() else {}
+            gamma = float(cal.get("zs3net", {}).get("gamma", 0.0))
+            ranking = rank_self_training_candidates([c.split() for c in a.candidates], raw, *inputs, gamma,
+                                                    torch.device("cpu"))
+        else:
+            ranking = rank_candidates([c.split() for c in a.candidates], raw, *inputs, torch.device("cpu"))
     except Zs3Error as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     a.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = a.out.with_name(a.out.name + ".tmp")
-    tmp.write_text(json.dumps({"criterion": "seen-class zero-shot CV hIoU at the candidate's CV γ "
-                                                      "(no unseen label read)", "ranking": ranking}, indent=2) + "\n")
+    criterion = ("ZS5Net on the seen-class folds: fold-validation hIoU at the candidate's CV γ after retraining "
+                 "with the rule's pseudo-labels of the fold-train images (pseudo-labelled with ZS3Net's γ; "
+                 "no unseen label read)"
+                 if a.self_training else
+                 "seen-class zero-shot CV hIoU at the candidate's CV γ (no unseen label read)")
+    tmp.write_text(json.dumps({"criterion": criterion, "ranking": ranking}, indent=2) + "\n")
     tmp.replace(a.out)   # atomic: a reader never sees half a file
     print(f"best: {' '.join(ranking[0]['overrides']) or '(params.yaml)'}; written to {a.out}")
 

@@ -104,6 +104,15 @@ def generator_label(params: dict, budget: tuple[int, int] | None = None) -> str:
 MODEL_NAMES = {**MODEL_TITLES, "seen_only": "seen-only (w/o ZSL)"}
 
 
+def st_rule(st: dict) -> str:
+    """ZS5Net's selection rule as a table label: ``p=25`` (the paper's per-image top-p, also for
+    runs older than ``self_training.rule``), ``per-class p=25`` or ``prob>=0.9``."""
+    rule = st.get("rule", "image_top_p")
+    if rule == "threshold":
+        return f"prob>={st.get('threshold')}"
+    return ("per-class " if rule == "class_top_p" else "") + f"p={st.get('top_p')}"
+
+
 def run_rows(name: str, rev: str | None, repo: Path = Path("."), budget: tuple[int, int] | None = None) -> list[dict]:
     """One row per (split, model) of one run: setting, model label, every score, the calibrated
     scores and γ, the transfer efficiency and the IoU of each unseen class (``iou:<class>``,
@@ -127,7 +136,7 @@ def run_rows(name: str, rev: str | None, repo: Path = Path("."), budget: tuple[i
             "config": config_key(params)}
     names = {**MODEL_NAMES,
              "zs3net": {"gmmn": "ZS3Net" + gen[len("GMMN"):], "gc": "ZS3Net + GC" + gen[len("GC"):]}.get(kind, f"ZS3Net, {gen}"),
-             "zs5net": f"ZS5Net ({gen}, p={top_p}"
+             "zs5net": f"ZS5Net ({gen}, {st_rule(params.get('self_training', {}))}"
                        + (", uses the pool's seen annotation)" if pool_rule == "uses the pool's seen annotation" else ")")}
     rows = []
     for split, models in ev.items():

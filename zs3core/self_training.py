@@ -1,10 +1,27 @@
 """ZS5Net pseudo-label selection (ZS3Net §2.2 "Zero-shot learning and self-training", §3.3).
 
 The ZS3Net model labels the unlabelled pool (the training images dropped because they hold
-unseen pixels; their ground truth is never read). In each image, among the pixels whose
-predicted class is unseen, the top p % by confidence (softmax probability of the predicted
-class) become pseudo-labels for their predicted unseen class; the classifier is then
-retrained with them. The paper uses p = 25 on Pascal-VOC and p = 75 on Pascal-Context.
+unseen pixels; their ground truth is never read). Among the pool pixels whose predicted class
+is unseen, a selection rule (``self_training.rule``, :data:`RULES`) keeps the most confident
+(softmax probability of the predicted class) as pseudo-labels for their predicted unseen class;
+the classifier is then retrained with them.
+
+* ``image_top_p`` (the paper's ZS5Net, §2.2): the top p % of each image's unseen-predicted
+  pixels. The paper uses p = 25 on Pascal-VOC and p = 75 on Pascal-Context. A class that the
+  model over-predicts takes most of the pseudo-labels (on CamVid K=2, 99.5 % fence).
+* ``class_top_p``: the top p % of the unseen-predicted pixels of *each unseen class*, over the
+  whole pool, so that every unseen class keeps the same share of its own predictions. This
+  project's rule. (CaGNet's self-training, often described as per-class, is per pixel: a pixel
+  is pseudo-labelled with the best-ranked unseen class among its ``top_p`` highest-scoring
+  classes, raw scores, no share; official ``tools.py`` L84-98 ``construct_gt_st`` at commit
+  249305b of bcmi/CaGNet-Zero-Shot-Semantic-Segmentation, ``top_p: 1`` for VOC in
+  ``configs_st_voc.yaml`` L143. With ``top_p: 1`` that is ``image_top_p`` at p = 100.)
+* ``threshold``: every unseen-predicted pixel whose probability is at least
+  ``self_training.threshold``.
+
+Which rule and which p or threshold: chosen by the seen-class folds
+(:func:`zs3core.crossval.rank_self_training`, ``python -m zs3core.generator_cv --self-training``),
+where the pseudo-unseen classes have ground truth; never on val.
 """
 from __future__ import annotations
 
@@ -12,6 +29,9 @@ import math
 
 import torch
 
+
+RULES = ("image_top_p", "class_top_p", "threshold")
+"""``self_training.rule`` values (module docstring)."""
 
 POOL_ANNOTATION = {"none": "every pool pixel eligible (the paper's ZS5Net)",
                    "seen": "uses the pool's seen annotation"}
@@ -45,25 +65,34 @@ def unlabelled(labels: torch.Tensor, seen, protocol: str, pool_annotation: str =
 
 
 def select_pseudo_labels(probs: torch.Tensor, image_index: torch.Tensor, unseen, top_p: float,
-                         eligible: torch.Tensor | None = None) -> torch.Tensor:
-    """Pick pseudo-labelled pixels.
+                         eligible: torch.Tensor | None = None, rule: str = "image_top_p",
+                         threshold: float = 0.5) -> torch.Tensor:
+    """Pick pseudo-labelled pixels by ``rule`` (module docstring).
 
     Args:
         probs: (N, C) float class probabilities of N pool pixels (rows sum to 1).
         image_index: (N,) int, which pool image each pixel comes from.
         unseen: label values of the unseen classes.
-        top_p: percentage in [0, 100] of each image's unseen-predicted pixels to keep; the
-            count is ceil(top_p / 100 * n) (0 when top_p is 0). Ties keep the lower pixel index.
+        top_p: percentage in [0, 100] kept by the ``*_top_p`` rules: of each image's
+            unseen-predicted pixels (``image_top_p``) or of each unseen class's predicted pixels
+            over the pool (``class_top_p``); the count is ceil(top_p / 100 * n) (0 when top_p
+            is 0). Ties keep the lower pixel index.
         eligible: (N,) bool pixels that may be pseudo-labelled (:func:`unlabelled`); None = all.
+        rule: one of :data:`RULES`. threshold: probability in [0, 1] for ``threshold``.
 
     Returns:
         (N,) bool mask of the selected pixels; their pseudo-label is ``probs.argmax(1)``.
 
     Raises:
-        ValueError: top_p outside [0, 100] or mismatched lengths.
+        ValueError: top_p outside [0, 100], threshold outside [0, 1], unknown rule, or
+            mismatched lengths.
     """
     if not 0 <= float(top_p) <= 100:
         raise ValueError(f"self_training.top_p must be in [0, 100], got {top_p}")
+    if rule not in RULES:
+        raise ValueError(f"self_training.rule must be one of {list(RULES)}, got '{rule}'")
+    if not 0 <= float(threshold) <= 1:
+        raise ValueError(f"self_training.threshold must be in [0, 1], got {threshold}")
     if probs.shape[0] != image_index.shape[0]:
         raise ValueError(f"probs has {probs.shape[0]} rows but image_index {image_index.shape[0]}")
     conf, pred = probs.max(dim=1)
@@ -72,9 +101,12 @@ def select_pseudo_labels(probs: torch.Tensor, image_index: torch.Tensor, unseen,
     candidate = is_unseen[pred]
     if eligible is not None:
         candidate &= eligible.bool()
+    if rule == "threshold":
+        return candidate & (conf >= float(threshold))
+    groups = image_index if rule == "image_top_p" else pred
     selected = torch.zeros(len(probs), dtype=torch.bool)
-    for img in torch.unique(image_index[candidate]):
-        idx = torch.nonzero(candidate & (image_index == img)).squeeze(1)
+    for g in torch.unique(groups[candidate]):
+        idx = torch.nonzero(candidate & (groups == g)).squeeze(1)
         k = math.ceil(float(top_p) / 100.0 * len(idx))
         if k == 0:
             continue
@@ -85,13 +117,14 @@ def select_pseudo_labels(probs: torch.Tensor, image_index: torch.Tensor, unseen,
 
 @torch.no_grad()
 def pseudo_label(scorer, pool: dict, seen, unseen, top_p: float, protocol: str, gamma: float = 0.0,
-                 chunk: int = 65536, pool_annotation: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
+                 chunk: int = 65536, pool_annotation: str = "none", rule: str = "image_top_p",
+                 threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """ZS5Net's pseudo-labels of the unlabelled pool.
 
     The ZS3Net classifier scores every cached pool feature; its scores are calibrated with
     ``gamma`` (:func:`zs3core.calibration.calibrate`, the γ chosen for ZS3Net), turned into
-    probabilities, and :func:`select_pseudo_labels` keeps the top ``top_p`` % of each image's
-    unseen-predicted eligible pixels (:func:`unlabelled`).
+    probabilities, and :func:`select_pseudo_labels` keeps the eligible pixels (:func:`unlabelled`)
+    that ``rule`` (with ``top_p`` or ``threshold``) selects.
 
     Args:
         scorer: maps (n, d_x) float features to (n, C) logits (the ZS3Net classifier).
@@ -111,20 +144,28 @@ def pseudo_label(scorer, pool: dict, seen, unseen, top_p: float, protocol: str, 
     probs = torch.cat([calibrate(scorer(feats[i:i + chunk].float()), seen, gamma).softmax(1)
                        for i in range(0, len(feats), chunk)])
     sel = select_pseudo_labels(probs, pool["image"], unseen, top_p,
-                               unlabelled(pool["labels"], seen, protocol, pool_annotation))
+                               unlabelled(pool["labels"], seen, protocol, pool_annotation), rule, threshold)
     return sel, probs[sel].argmax(1)
 
 
 def pseudo_label_report(sel: torch.Tensor, pseudo_y: torch.Tensor, gt: torch.Tensor, split, top_p: float,
-                        gamma: float, training_features: int, pool_annotation: str = "none") -> dict:
-    """metrics/self_training.json: the pool rule (:data:`POOL_ANNOTATION`), how many
-    pseudo-labels of each unseen class, and their precision against the pool's ground truth (a
-    diagnostic, never used for training). ``gamma``: ZS3Net's γ, used to pseudo-label."""
+                        gamma: float, training_features: int, pool_annotation: str = "none",
+                        rule: str = "image_top_p", threshold: float | None = None) -> dict:
+    """metrics/self_training.json: the selection rule, the pool rule (:data:`POOL_ANNOTATION`), how
+    many pseudo-labels of each unseen class, and their precision against the pool's ground truth,
+    overall and per class (a diagnostic, never used for training; pixels void in the ground truth
+    are left out). ``gamma``: ZS3Net's γ, used to pseudo-label."""
     g = gt[sel]
     valid = g != 255
-    return {"top_p": top_p, "zs3net_gamma": gamma, "pool_annotation": POOL_ANNOTATION[pool_annotation],
+
+    def precision(mask):
+        m = mask & valid
+        return round(100.0 * float((pseudo_y[m] == g[m]).float().mean()), 2) if m.any() else None
+
+    return {"rule": rule, "top_p": top_p, "threshold": threshold if rule == "threshold" else None,
+            "zs3net_gamma": gamma, "pool_annotation": POOL_ANNOTATION[pool_annotation],
             "pool_pixels": len(sel), "pseudo_labels": int(sel.sum()),
             "pseudo_labels_per_class": {split.classes[u]: int((pseudo_y == u).sum()) for u in split.unseen},
             "training_features": training_features,
-            "pseudo_label_precision": round(100.0 * float((pseudo_y[valid] == g[valid]).float().mean()), 2)
-            if valid.any() else None}
+            "pseudo_label_precision": precision(torch.ones_like(valid)),
+            "pseudo_label_precision_per_class": {split.classes[u]: precision(pseudo_y == u) for u in split.unseen}}

@@ -15,6 +15,7 @@ from torch import nn
 
 from zs3core.checkpoint import Checkpoint
 from zs3core.graphs import RegionGraph, mask_graphs
+from zs3core.generators.relation import RelationTerms
 from zs3core.mmd import MMDLoss, median_sq_distance
 
 
@@ -80,6 +81,12 @@ class GeneratorKind:
     def label(self, params) -> str:
         """Display name in tables and figures."""
         return self.name
+
+    def relation_terms(self, params, embeddings: torch.Tensor, classes, unseen, device: torch.device) -> RelationTerms:
+        """The ``generator.relation`` terms every kind adds to its fitting loss
+        (:mod:`zs3core.generators.relation`): over the fitted ``classes`` and the ``unseen`` ids
+        (their embeddings only). Disabled (draws nothing) when both weights are 0 or the block is absent."""
+        return RelationTerms(getattr(params, "relation", None), embeddings, classes, unseen, device)
 
 
 @torch.no_grad()

@@ -70,7 +70,8 @@ class GCGenerator(nn.Module):
 def fit_graph_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, image: torch.Tensor,
                         graphs: dict[int, RegionGraph], emb: torch.Tensor, loss_fn: MMDLoss, steps: int, graphs_per_step: int,
                         samples_per_class: int, lr: float, rng: torch.Generator,
-                        device: torch.device, ckpt: Checkpoint | None = None, on_step=None) -> dict[str, list[float]]:
+                        device: torch.device, ckpt: Checkpoint | None = None, on_step=None,
+                        relation=None) -> dict[str, list[float]]:
     """Fit the graph-context generator with the class-wise MMD (ZS3Net §2.2 and §3.1, "ZS3Net + GC").
 
     Each step draws ``graphs_per_step`` training graphs, generates one feature per node
@@ -85,9 +86,13 @@ def fit_graph_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Tenso
         emb: (C, d_a) float32 class embeddings.
         rng: seeded torch.Generator (graph and feature draws).
         ckpt: optional checkpoint (resume after an interruption). on_step: see :func:`zs3core.loop.run_steps`.
+        relation: optional :class:`zs3core.generators.relation.RelationTerms`, added to the MMD
+            when enabled; its features are generated as isolated nodes (``gen(emb[labels])``,
+            identity propagation), since an unseen class has no graph to be drawn from.
 
     Returns:
-        {"mmd": the loss of every step}.
+        {"mmd": the loss of every step}; with relation terms on, also "total",
+        "relation_pairwise" and "relation_listwise" (unweighted).
 
     Raises:
         Zs3Error: no graph has cached features.
@@ -110,7 +115,11 @@ def fit_graph_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Tenso
         real, real_l = feats[idx[keep]].float().to(device), real_l[keep].to(device)
         fake = gen(emb[cls.to(device)], prop.to(device))
         loss = loss_fn.classwise(real, real_l, fake, cls.to(device))
-        return {"mmd": descend(opt, loss, "fit_generator (GC, MMD)", i + 1)}
+        if relation is None or not relation.enabled:
+            return {"mmd": descend(opt, loss, "fit_generator (GC, MMD)", i + 1)}
+        rel, terms = relation(lambda lab: gen(emb[lab]))
+        mmd = loss.item()
+        return {"total": descend(opt, loss + rel, "fit_generator (GC, MMD + relation)", i + 1), "mmd": mmd, **terms}
 
     return run_steps(step, steps, {"gen": gen, "opt": opt}, rng, ckpt, "GC generator (MMD)", on_step, summary_every=500)
 
@@ -175,9 +184,11 @@ class GCKind(GeneratorKind):
         other = tuple(v for v in range(256) if v not in keep)  # only the fitted classes form nodes
         rows = sorted({int(r) for r in torch.unique(data.image)} & set(data.label_maps))
         graphs = mask_graphs(data.label_maps, rows, other)
+        present = sorted({int(c) for c in torch.unique(data.labels)} & keep)
         return fit_graph_generator(gen, data.features, data.labels, data.image, graphs, data.embeddings,
                                    MMDLoss.from_params(params.mmd), params.steps, params.graphs_per_step,
-                                   params.samples_per_class, params.lr, rng, device, ckpt, on_step)
+                                   params.samples_per_class, params.lr, rng, device, ckpt, on_step,
+                                   relation=self.relation_terms(params, data.embeddings, present, unseen, device))
 
     def sample(self, gen, emb, classes, n_per_class, context: SampleContext | None, rng, device):
         return generate_from_graphs(gen, emb, context.graphs if context else [], classes, n_per_class, rng, device)

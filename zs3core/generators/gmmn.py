@@ -12,6 +12,7 @@ from torch import nn
 
 from zs3core.checkpoint import Checkpoint
 from zs3core.generators.base import FitData, GeneratorKind, class_rows, draw_real
+from zs3core.generators.relation import RelationTerms
 from zs3core.loop import descend, run_steps
 from zs3core.mmd import MMDLoss
 
@@ -45,7 +46,8 @@ class GMMN(nn.Module):
 
 def fit_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, emb: torch.Tensor, classes,
                   loss_fn: MMDLoss, steps: int, samples_per_class: int, lr: float, rng: torch.Generator,
-                  device: torch.device, ckpt: Checkpoint | None = None, on_step=None) -> dict[str, list[float]]:
+                  device: torch.device, ckpt: Checkpoint | None = None, on_step=None,
+                  relation: RelationTerms | None = None) -> dict[str, list[float]]:
     """Fit G(a, z) to real seen features with the class-wise MMD (ZS3Net §2.2, eq. L_GMMN).
 
     Each Adam step draws ``samples_per_class`` real features of every class (with ``rng``,
@@ -62,9 +64,12 @@ def fit_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, emb
         samples_per_class: real and generated features per class per step.
         rng: seeded torch.Generator for the real-feature draws.
         ckpt: optional checkpoint (resume after an interruption). on_step: see :func:`zs3core.loop.run_steps`.
+        relation: optional :class:`zs3core.generators.relation.RelationTerms`, added to the MMD
+            when enabled (features for it drawn as ``gen(emb[labels])``).
 
     Returns:
-        {"mmd": the loss of every step}.
+        {"mmd": the loss of every step}; with relation terms on, also "total",
+        "relation_pairwise" and "relation_listwise" (unweighted).
 
     Raises:
         Zs3Error: a non-finite loss (nothing is returned).
@@ -78,7 +83,11 @@ def fit_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, emb
         real, batch_l = draw_real(feats, pools, samples_per_class, rng)
         real, batch_l = real.to(device), batch_l.to(device)   # same classes and counts for real and generated
         loss = loss_fn.classwise(real, batch_l, gen(emb[batch_l]), batch_l)
-        return {"mmd": descend(opt, loss, "fit_generator (MMD)", i + 1)}
+        if relation is None or not relation.enabled:
+            return {"mmd": descend(opt, loss, "fit_generator (MMD)", i + 1)}
+        rel, terms = relation(lambda lab: gen(emb[lab]))
+        mmd = loss.item()
+        return {"total": descend(opt, loss + rel, "fit_generator (MMD + relation)", i + 1), "mmd": mmd, **terms}
 
     return run_steps(step, steps, {"gen": gen, "opt": opt}, rng, ckpt, "generator (MMD)", on_step, summary_every=1000)
 
@@ -93,9 +102,11 @@ class GMMNKind(GeneratorKind):
                     params.dropout)
 
     def fit(self, gen, data: FitData, classes, params, rng, device, ckpt=None, unseen=(), on_step=None):
+        present = list(class_rows(data.labels, classes))
         return fit_generator(gen, data.features, data.labels, data.embeddings, classes,
                              MMDLoss.from_params(params.mmd), params.steps, params.samples_per_class, params.lr,
-                             rng, device, ckpt, on_step)
+                             rng, device, ckpt, on_step,
+                             relation=self.relation_terms(params, data.embeddings, present, unseen, device))
 
     def label(self, params):
         return "GMMN"

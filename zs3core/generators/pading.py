@@ -346,7 +346,7 @@ def relation_ce(dis: FeatureDisentangler, related: torch.Tensor, labels: torch.T
 
 def fit_pading(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, emb: torch.Tensor, seen, unseen,
                params, rng: torch.Generator, device: torch.device, ckpt: Checkpoint | None = None,
-               on_step=None) -> dict[str, list[float]]:
+               on_step=None, relation=None) -> dict[str, list[float]]:
     """Fit PADing's generator to real seen features (PADing §3.4, Algorithm 1 step 2).
 
     Each step draws ``samples_per_class`` real features per seen class (with ``rng``, as
@@ -377,10 +377,13 @@ def fit_pading(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, emb: t
             steps, samples_per_class and ``primitive``.
         rng: seeded CPU torch.Generator. device: where to train.
         ckpt: optional checkpoint (resume). on_step: see :func:`zs3core.loop.run_steps`.
+        relation: optional :class:`zs3core.generators.relation.RelationTerms` (the CSRL-style
+            terms, ``generator.relation``), added unscaled by ``structure_weight`` when enabled.
 
     Returns:
         Per-step curves: 'total', 'mmd', plus 'alignment' (if alignment) and 'recon', 'kl',
-        'relation' (if disentangle): unweighted term values.
+        'relation' (if disentangle): unweighted term values; 'relation_pairwise' and
+        'relation_listwise' with the relation terms on.
 
     Raises:
         ValueError: no ``primitive`` params, seen and unseen overlap, or no seen class has features.
@@ -434,7 +437,12 @@ def fit_pading(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, emb: t
                      + p.relation_weight * RELATION_CE_SCALE * terms.get("relation", zero)
                      + p.recon_weight * terms.get("recon", zero))
         total = terms["mmd"] + p.structure_weight * structure
-        return {"total": descend(opt, total, "fit_generator (PADing)", i + 1), **{k: v.item() for k, v in terms.items()}}
+        extra = {}
+        if relation is not None and relation.enabled:
+            rel, extra = relation(lambda lab: gen(emb[lab]))
+            total = total + rel
+        return {"total": descend(opt, total, "fit_generator (PADing)", i + 1), **{k: v.item() for k, v in terms.items()},
+                **extra}
 
     state = {"gen": gen, "opt": opt, **({"dis": dis} if dis is not None else {})}
     return run_steps(step, params.steps, state, rng, ckpt, "generator (PADing)", on_step, summary_every=500)
@@ -454,8 +462,9 @@ class PADingKind(GeneratorKind):
                                   p.output_head)
 
     def fit(self, gen, data: FitData, classes, params, rng, device, ckpt=None, unseen=(), on_step=None):
+        present = list(class_rows(data.labels, classes))
         return fit_pading(gen, data.features, data.labels, data.embeddings, classes, unseen, params, rng, device,
-                          ckpt, on_step)
+                          ckpt, on_step, relation=self.relation_terms(params, data.embeddings, present, unseen, device))
 
     def label(self, params):
         pr = params.primitive
