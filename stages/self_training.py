@@ -34,7 +34,8 @@ def main(st) -> None:
     cs, emb, labelled, pool = read_class_split(CLASSES), load_class_embeddings(EMBED), load_cache(LABELLED), load_cache(POOL)
     t, gamma = st.cfg.self_training, float(read_json(CALIBRATION).get("zs3net", {}).get("gamma", 0.0))
     sel, pseudo_y = pseudo_label(load_classifier(ZS3NET), pool, cs.seen, cs.unseen, t.top_p, st.cfg.split.filter, gamma,
-                                 pool_annotation=t.pool_annotation, rule=t.rule, threshold=t.threshold)
+                                 pool_annotation=t.pool_annotation, rule=t.rule or "image_top_p",
+                                 threshold=1.0 if t.threshold is None else t.threshold)
     gen, g = load_generator(GENERATOR)
     kind = get_kind(g.kind)
     ctx = pool_context(MAPS, (cs.ignore_index, 255)) if kind.needs_graphs else None
@@ -48,7 +49,7 @@ def main(st) -> None:
                                         ckpt=ckpt, desc="ZS5Net classifier", on_epoch=live)
         live.close()
         metrics = pseudo_label_report(sel, pseudo_y, pool["labels"], cs, t.top_p, gamma, n, t.pool_annotation,
-                                      t.rule, t.threshold)
+                                      t.rule or "image_top_p", t.threshold)
         save_classifier(clf, out.path(ZS5NET), losses)
         out.json("metrics/self_training.json", metrics)
     ckpt.clear()

@@ -139,16 +139,63 @@ def _listwise_of(gen, emb):
     return listwise_brute(protos, emb.tolist(), 0.1)
 
 
+def _plain_gmmn_fit(gen, data, classes, params, seed):
+    """A second, plain implementation of the MMD-only GMMN loop as it stood before the relation
+    terms (draw_real per class, one Adam step on the class-wise MMD), to compare bitwise."""
+    from zs3core.generators.base import class_rows, draw_real
+    from zs3core.mmd import MMDLoss
+
+    rng = torch.Generator().manual_seed(seed)
+    loss_fn, pools = MMDLoss.from_params(params.mmd), class_rows(data.labels, classes)
+    opt = torch.optim.Adam(gen.parameters(), lr=params.lr)
+    gen.train()
+    losses = []
+    for _ in range(params.steps):
+        real, lab = draw_real(data.features, pools, params.samples_per_class, rng)
+        loss = loss_fn.classwise(real, lab, gen(data.embeddings[lab]), lab)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
 def test_off_by_default_changes_nothing(gmmn_params):
-    """The composed default has both weights 0: the fit is bitwise the fit of a params without the block."""
+    """The composed default has both weights 0: the fit equals, bitwise, a plain MMD-only loop
+    written here (no extra random draw, no extra term), and a params without the block."""
     assert gmmn_params.relation is not None
     assert gmmn_params.relation.pairwise_weight == 0 and gmmn_params.relation.listwise_weight == 0
     data, _ = _toy()
     p = dataclasses.replace(gmmn_params, mmd=MMDParams("paper", (1.0, 2.0, 5.0)), lr=0.01, steps=20, samples_per_class=16)
     g1, c1 = _fit(p, data)
     g2, c2 = _fit(dataclasses.replace(p, relation=None), data)
-    assert set(c1) == {"mmd"} and c1 == c2
-    assert all(torch.equal(a, b) for a, b in zip(g1.state_dict().values(), g2.state_dict().values()))
+    torch.manual_seed(0)
+    g3 = get_kind("gmmn").build(p, data.embeddings.shape[1], data.features.shape[1])
+    plain = _plain_gmmn_fit(g3, data, [0, 1, 2, 3, 4], p, 0)
+    assert set(c1) == {"mmd"} and c1 == c2 and c1["mmd"] == plain
+    for g in (g2, g3):
+        assert all(torch.equal(a, b) for a, b in zip(g1.state_dict().values(), g.state_dict().values()))
+
+
+def test_graph_context_kind_takes_the_relation_terms(gmmn_params):
+    """GC: the terms are added (isolated nodes for the relation draw) and lower the list-wise
+    disagreement of its prototypes, on masks with one stripe per seen class."""
+    data, emb = _toy()
+    maps = {r: torch.arange(5, dtype=torch.uint8).repeat_interleave(2)[:, None].expand(10, 6).contiguous()
+            for r in range(10)}
+    data = FitData(data.features, data.labels, torch.arange(1000) % 10, emb, maps)
+    base = dataclasses.replace(gmmn_params, kind="gc", mmd=MMDParams("paper", (1.0, 2.0, 5.0)), lr=0.01, steps=200,
+                               samples_per_class=32, graphs_per_step=4)
+    on = dataclasses.replace(base, relation=RelationParams(1.0, 1.0, 0.1, 32))
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        g_off, c_off = _fit(base, data)
+        g_on, c_on = _fit(on, data)
+    finally:
+        torch.set_num_threads(n)
+    assert set(c_off) == {"mmd"} and {"total", "relation_pairwise", "relation_listwise"} <= set(c_on)
+    assert _listwise_of(g_on, emb) < 0.7 * _listwise_of(g_off, emb)
 
 
 @pytest.mark.parametrize("kind", ["gmmn", "pading"])

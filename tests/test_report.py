@@ -150,3 +150,25 @@ def test_seed_table_groups_runs_that_differ_only_in_seed():
     assert one["unseen"] == "5.0"                                  # one seed: no spread
     assert "cal. seen" not in t.columns                             # all-NaN columns are left out
     assert t.index.names == ["dataset", "split", "protocol", "K", "pretraining", "model"]
+
+
+def test_config_key_ignores_keys_added_later_at_inert_values():
+    """A run made before generator.relation and self_training.rule/threshold existed and a run
+    made after, with them at values that change nothing, share a key; an active value does not."""
+    from zs3core.report import config_key
+
+    old = {"seed": 0, "generator": {"kind": "gmmn", "lr": 0.0002}, "self_training": {"top_p": 25, "pool_annotation": "none"}}
+    new = {"seed": 1, "generator": {"kind": "gmmn", "lr": 0.0002,
+                                    "relation": {"pairwise_weight": 0.0, "listwise_weight": 0.0, "temperature": 0.1,
+                                                 "samples_per_class": 32}},
+           "self_training": {"top_p": 25, "rule": "image_top_p", "threshold": 0.9, "pool_annotation": "none"}}
+    assert config_key(old) == config_key(new)
+    active = json.loads(json.dumps(new))
+    active["generator"]["relation"]["listwise_weight"] = 1.0
+    per_class = json.loads(json.dumps(new))
+    per_class["self_training"]["rule"] = "class_top_p"
+    thresh = json.loads(json.dumps(new))
+    thresh["self_training"]["rule"] = "threshold"
+    keys = {config_key(x) for x in (new, active, per_class, thresh)}
+    assert len(keys) == 4
+    assert new["generator"]["relation"]["pairwise_weight"] == 0.0 and "rule" in new["self_training"]   # input unchanged

@@ -388,8 +388,13 @@ class SelfTrainingParams:
     """``self_training``: ZS5Net's pseudo-labels."""
 
     top_p: float = spec(float, ge=0, le=100)
-    rule: str = spec(str, choices=("image_top_p", "class_top_p", "threshold"))
-    threshold: float = spec(float, ge=0, le=1)
+    rule: str | None = spec(str, choices=("image_top_p", "class_top_p", "threshold"), optional=True)
+    threshold: float | None = spec(float, ge=0, le=1, optional=True)
+    # rule / threshold absent (a params.yaml older than them): the paper's per-image top-p (conf/config.yaml)
+
+    def check(self, prefix: str) -> None:
+        if self.rule == "threshold" and self.threshold is None:
+            raise Zs3Error(f"params.yaml: {prefix}.rule is threshold but {prefix}.threshold is not set")
     pool_annotation: str = spec(str, choices=("none", "seen"), doc="none: every pool pixel may be pseudo-labelled; "
                                 "seen: under ignore, only pool pixels without a seen training label")
 

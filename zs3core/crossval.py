@@ -141,14 +141,21 @@ def seen_only_folds(labelled: dict, label_maps: dict, pixel_counts, seen, unseen
 
 
 def rank_self_training(labelled: dict, label_maps: dict, pixel_counts, seen, unseen, void, embeddings: torch.Tensor,
-                       kind, generator_params, cfg, candidates: list[dict], gamma: float, folds: int,
-                       val_fraction: float, grid: int, rng: torch.Generator, device: torch.device) -> list[dict]:
+                       kind, generator_params, cfg, candidates: list[dict], gamma: float, protocol: str,
+                       pool_annotation: str, folds: int, val_fraction: float, grid: int, rng: torch.Generator,
+                       device: torch.device) -> list[dict]:
     """Score ZS5Net selection rules on the seen-class folds, where pseudo-unseen ground truth exists.
 
     The folds are :func:`select_gammas`'s (same seed, same folds). In each fold, ZS3Net is
     fitted as the calibration fits it (generator and step 2 on the fold-train images, pseudo-unseen
     rows removed); the fold-train images then play the unlabelled pool (all their rows, the
-    pseudo-unseen ones included, labels hidden from the selection), as under ``split.filter=ignore``.
+    pseudo-unseen ones included, labels hidden from the selection; with ``pool_annotation: seen``
+    only the rows without a fold-seen label are eligible, :func:`zs3core.self_training.unlabelled`).
+    That is the ``ignore`` protocol's pool. Under ``drop`` the folds cannot copy the real pool
+    (the images holding a pseudo-unseen class such as road or sky are nearly all of them, and
+    would leave nothing to train on), so the ranking is a proxy there: it scores the rules on an
+    ``ignore``-like pool, whose seen pixels the classifier was trained on (fewer false unseen
+    picks than on unseen images).
     For every candidate, :func:`zs3core.self_training.select_pseudo_labels` picks pseudo-labels
     from ZS3Net's probabilities calibrated with ``gamma``, the classifier is retrained with them
     (ZS3Net's recipe plus the pseudo-labelled features, as the self_training stage does; every
@@ -161,7 +168,8 @@ def rank_self_training(labelled: dict, label_maps: dict, pixel_counts, seen, uns
     Args:
         labelled ... rng, device: as :func:`select_gammas`. grid: γ grid size.
         candidates: [{"rule", "top_p", "threshold", ...}] (:data:`zs3core.self_training.RULES`).
-        gamma: ZS3Net's γ used to pseudo-label (the calibrate stage's, or 0).
+        gamma: ZS3Net's γ used to pseudo-label (the calibrate stage's).
+        protocol, pool_annotation: ``split.filter`` and ``self_training.pool_annotation``.
 
     Returns:
         One dict per candidate, best first: {**candidate, "cv_hIoU" (fold-mean hIoU at the
@@ -172,7 +180,12 @@ def rank_self_training(labelled: dict, label_maps: dict, pixel_counts, seen, uns
         {pseudo_unseen, precision, pseudo_labels}, "rank"}.
     """
     from zs3core.calibration import calibrate, gamma_grid, hiou_curve, margins, select_gamma
-    from zs3core.self_training import select_pseudo_labels
+    from zs3core.self_training import select_pseudo_labels, unlabelled
+
+    def score(model, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([model(x[i:i + 65536]) for i in range(0, len(x), 65536)]) if len(x) \
+                else torch.zeros(0, embeddings.shape[0])
 
     data, counts, fold_list = seen_only_folds(labelled, label_maps, pixel_counts, seen, unseen, void, embeddings, folds,
                                               val_fraction, rng)
@@ -184,30 +197,33 @@ def rank_self_training(labelled: dict, label_maps: dict, pixel_counts, seen, uns
         in_train = torch.isin(data.image, torch.as_tensor(fold.train_rows, dtype=torch.long))
         in_val = torch.isin(data.image, torch.as_tensor(fold.val_rows, dtype=torch.long))
         clf, sampler, d = parts(fold, in_train & ~torch.isin(data.labels, held))
-        fs = sorted(int(c) for c in torch.unique(d.labels))
+        fs = sorted(int(c) for c in torch.unique(d.labels))                  # trained seen classes
         pool_x, pool_y, pool_img = data.features[in_train].float(), data.labels[in_train], data.image[in_train]
+        eligible = unlabelled(pool_y, fs, protocol, pool_annotation)            # reads seen / not-seen only
         val_x, val_y = data.features[in_val].float(), data.labels[in_val].numpy()
         n_feat = np.bincount(val_y, minlength=counts.shape[1])
         w = counts[np.asarray(fold.val_rows)].sum(0)[val_y] / np.maximum(n_feat[val_y], 1)
-        with torch.no_grad():
-            probs = calibrate(clf(pool_x), fs, gamma).softmax(1)
-            scored[-1].append((val_y, w, clf(val_x), fs, fold))
-        cand_seed, outer = 1000 + len(scored[-1]), (torch.get_rng_state(), rng.get_state())
-        for i, cand in enumerate(candidates):
-            torch.manual_seed(cand_seed)                    # every candidate retrains on the same streams
-            cand_rng = torch.Generator().manual_seed(cand_seed)
-            sel = select_pseudo_labels(probs, pool_img, fold.pseudo_unseen, cand.get("top_p", 0.0), None,
-                                       cand["rule"], cand.get("threshold", 0.5))
-            pseudo = probs[sel].argmax(1)
-            prec = float((pseudo == pool_y[sel]).float().mean()) * 100 if bool(sel.any()) else None
-            clf2, _, _ = fit_classifier(d.features, d.labels, embeddings.shape[0], fs, fold.pseudo_unseen,
-                                        sampler(cand_rng), cfg, cand_rng, device, extra=(pool_x[sel], pseudo),
-                                        desc="self-training fold: ZS5Net")
-            with torch.no_grad():
-                scored[i].append((val_y, w, clf2(val_x), fs, fold))
-            stats[i].append({"pseudo_unseen": list(fold.pseudo_unseen), "precision": prec, "pseudo_labels": int(sel.sum())})
-        torch.set_rng_state(outer[0])                       # the next fold's ZS3Net as the calibration fits it
-        rng.set_state(outer[1])
+        val_seen = sorted(set(np.unique(val_y).tolist()) - set(fold.pseudo_unseen))   # as cross_validate scores
+        probs = calibrate(score(clf, pool_x), fs, gamma).softmax(1)
+        scored[-1].append((val_y, w, score(clf, val_x), val_seen, fold))
+        cand_seed = 1000 + len(scored[-1])
+        outer = rng.get_state()
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):         # the next fold's ZS3Net as the calibration fits it
+            for i, cand in enumerate(candidates):
+                torch.manual_seed(cand_seed)                 # every candidate retrains on the same streams
+                cand_rng = torch.Generator().manual_seed(cand_seed)
+                sel = select_pseudo_labels(probs, pool_img, fold.pseudo_unseen, cand.get("top_p", 0.0), eligible,
+                                           cand["rule"], cand.get("threshold", 1.0))
+                pseudo = probs[sel].argmax(1)
+                prec = float((pseudo == pool_y[sel]).float().mean()) * 100 if bool(sel.any()) else None
+                clf2, _, _ = fit_classifier(d.features, d.labels, embeddings.shape[0], fs, fold.pseudo_unseen,
+                                            sampler(cand_rng), cfg, cand_rng, device, extra=(pool_x[sel], pseudo),
+                                            desc="self-training fold: ZS5Net")
+                scored[i].append((val_y, w, score(clf2, val_x), val_seen, fold))
+                stats[i].append({"pseudo_unseen": list(fold.pseudo_unseen), "precision": prec,
+                                 "pseudo_labels": int(sel.sum())})
+        rng.set_state(outer)
 
     def cv(runs) -> tuple[float, float, float]:
         gammas = gamma_grid([margins(s, fs, f.pseudo_unseen)[0] for _, _, s, fs, f in runs], grid)

@@ -200,13 +200,15 @@ def rank_self_training_candidates(candidates: list[list[str]], raw_params: dict,
             raise Zs3Error(f"generator_cv --self-training: {bad} is not a self_training.rule / .top_p / .threshold "
                            f"override (the generator and step 2 are the workspace's)")
         st = config_from_dict(apply_overrides(raw_params, overrides)).self_training
-        cands.append({"overrides": list(overrides), "rule": st.rule, "top_p": st.top_p, "threshold": st.threshold})
+        cands.append({"overrides": list(overrides), "rule": st.rule or "image_top_p", "top_p": st.top_p,
+                      "threshold": 1.0 if st.threshold is None else st.threshold})
     cfg = config_from_dict(raw_params)
     c = cfg.calibration
     torch.manual_seed(cfg.seed)
     t0 = time.time()
     rows = rank_self_training(labelled, label_maps, pixel_counts, split.seen, split.unseen, (split.ignore_index, 255),
                               embeddings, get_kind(cfg.generator.kind), cfg.generator, cfg.classifier, cands, gamma,
+                              cfg.split.filter, cfg.self_training.pool_annotation,
                               c.folds, c.val_fraction, c.grid, torch.Generator().manual_seed(cfg.seed), device)
     for r in rows:
         print(f"  {' '.join(r['overrides']) or '(params.yaml)':<60s} CV hIoU {r['cv_hIoU']:6.2f} at γ {r['gamma']:.3g} "
@@ -241,8 +243,11 @@ def main(argv: list[str] | None = None) -> None:
         inputs = (load_cache(LABELLED), torch.load(MAPS, weights_only=False)["maps"],
                   pixel_count_matrix(train, cs.classes), cs, load_class_embeddings(EMBED))
         if a.self_training:
-            cal = json.loads(CALIBRATION.read_text()) if CALIBRATION.exists() else {}
-            gamma = float(cal.get("zs3net", {}).get("gamma", 0.0))
+            if not CALIBRATION.exists():
+                raise Zs3Error(f"{CALIBRATION}: missing; ZS5Net pseudo-labels with ZS3Net's γ of the calibrate stage "
+                               f"(run `dvc repro calibrate` first)")
+            gamma = float(json.loads(CALIBRATION.read_text()).get("zs3net", {}).get("gamma", 0.0))
+            print(f"pseudo-labels with ZS3Net's γ = {gamma:.4g} ({CALIBRATION})")
             ranking = rank_self_training_candidates([c.split() for c in a.candidates], raw, *inputs, gamma,
                                                     torch.device("cpu"))
         else:
@@ -257,7 +262,8 @@ def main(argv: list[str] | None = None) -> None:
                  "no unseen label read)"
                  if a.self_training else
                  "seen-class zero-shot CV hIoU at the candidate's CV γ (no unseen label read)")
-    tmp.write_text(json.dumps({"criterion": criterion, "ranking": ranking}, indent=2) + "\n")
+    extra = {"zs3net_gamma_used_to_pseudo_label": gamma} if a.self_training else {}
+    tmp.write_text(json.dumps({"criterion": criterion, **extra, "ranking": ranking}, indent=2) + "\n")
     tmp.replace(a.out)   # atomic: a reader never sees half a file
     print(f"best: {' '.join(ranking[0]['overrides']) or '(params.yaml)'}; written to {a.out}")
 

@@ -179,12 +179,34 @@ def pretraining_of(params: dict) -> str:
     return pretraining_protocol(SimpleNamespace(pretrained=bool(b.get("pretrained")), weights=b.get("weights")))
 
 
+def _without_inert_defaults(params: dict) -> dict:
+    """Params with the keys added after a run was made, at values that change nothing, taken
+    out: a ``generator.relation`` block whose weights are 0, ``self_training.rule: image_top_p``
+    and a ``self_training.threshold`` that only ``rule: threshold`` reads. A run made before
+    those keys existed and one made after with them inert get the same :func:`config_key`."""
+    import copy
+
+    out = copy.deepcopy(params)
+    rel = out.get("generator", {}).get("relation")
+    if isinstance(rel, dict) and not rel.get("pairwise_weight") and not rel.get("listwise_weight"):
+        del out["generator"]["relation"]
+    st = out.get("self_training")
+    if isinstance(st, dict):
+        if st.get("rule") != "threshold":
+            st.pop("threshold", None)
+        if st.get("rule") == "image_top_p":
+            st.pop("rule")
+    return out
+
+
 def config_key(params: dict) -> str:
     """A short hash of a run's params without ``seed`` and ``data_root``: runs with the same key
-    differ only in their seed (and where the data lie), and are grouped by :func:`seed_table`."""
+    differ only in their seed (and where the data lie), and are grouped by :func:`seed_table`.
+    Keys added later at inert values do not count (:func:`_without_inert_defaults`)."""
     import hashlib
 
     rest = {k: v for k, v in params.items() if k not in ("seed", "data_root")}
+    rest = _without_inert_defaults(rest)
     return hashlib.sha1(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 

@@ -15,7 +15,9 @@ the classifier is then retrained with them.
   is pseudo-labelled with the best-ranked unseen class among its ``top_p`` highest-scoring
   classes, raw scores, no share; official ``tools.py`` L84-98 ``construct_gt_st`` at commit
   249305b of bcmi/CaGNet-Zero-Shot-Semantic-Segmentation, ``top_p: 1`` for VOC in
-  ``configs_st_voc.yaml`` L143. With ``top_p: 1`` that is ``image_top_p`` at p = 100.)
+  ``configs_st_voc.yaml`` L143; only pixels ``ignore`` in the training labels are filled,
+  ``gt_new = where(gt == ignore, p6, gt)``, L97. With ``top_p: 1`` that is ``image_top_p`` at
+  p = 100 with ``pool_annotation: seen`` under ``ignore``.)
 * ``threshold``: every unseen-predicted pixel whose probability is at least
   ``self_training.threshold``.
 
