@@ -1,13 +1,11 @@
 """Stage self_training (ZS5Net): pseudo-label the unlabelled pool with ZS3Net, retrain the classifier.
 
-The pool pixels that ZS3Net (calibrated with its cross-validated γ) predicts as unseen are
-ranked by confidence and ``self_training.rule`` keeps some as pseudo-labels (default, the
-paper's: the top ``self_training.top_p`` % of each pool image's); every pool pixel
-may, unless ``self_training.pool_annotation=seen`` reads the pool's seen annotation under
-``ignore`` (:mod:`zs3core.self_training`). ZS5Net has no γ of its own and is reported uncalibrated. The classifier
-is retrained with ZS3Net's recipe plus the pseudo-labelled features. The pool's ground truth is
-read only to report the pseudo-labels' precision. Outputs: data/self_training/zs5net.pt,
-plots/self_training/ (DVCLive loss), metrics/self_training.json.
+ZS3Net (calibrated with its cross-validated γ) labels the pool; ``self_training.rule`` keeps the
+most confident unseen predictions (default, the paper's: the top ``top_p`` % of each image's),
+among every pool pixel unless ``pool_annotation=seen`` under ``ignore`` (:mod:`zs3core.self_training`).
+The classifier is retrained with ZS3Net's recipe plus those features; ZS5Net's own γ comes from
+the calibrate stage. The pool's ground truth is read only for the pseudo-labels' precision.
+Outputs: data/self_training/zs5net.pt, plots/self_training/ (DVCLive), metrics/self_training.json.
 """
 from __future__ import annotations
 
@@ -22,7 +20,7 @@ from zs3core.generators import get_kind, load_generator, pool_context
 from zs3core.io import LiveCurves, read_json
 from zs3core.models.classifier import load_classifier, save_classifier
 from zs3core.retrain import fit_classifier
-from zs3core.self_training import pseudo_label, pseudo_label_report
+from zs3core.self_training import pseudo_label, pseudo_label_report, selection_rule
 from zs3core.splits import read_class_split
 
 CLASSES, EMBED, CALIBRATION = Path("data/split/classes.json"), Path("data/embed/class_embeddings.pt"), Path("metrics/calibration.json")
@@ -33,9 +31,9 @@ GENERATOR, ZS3NET, ZS5NET = Path("data/generator/generator.pt"), Path("data/clas
 def main(st) -> None:
     cs, emb, labelled, pool = read_class_split(CLASSES), load_class_embeddings(EMBED), load_cache(LABELLED), load_cache(POOL)
     t, gamma = st.cfg.self_training, float(read_json(CALIBRATION).get("zs3net", {}).get("gamma", 0.0))
+    rule = selection_rule(t, st.cfg.split.filter)
     sel, pseudo_y = pseudo_label(load_classifier(ZS3NET), pool, cs.seen, cs.unseen, t.top_p, st.cfg.split.filter, gamma,
-                                 pool_annotation=t.pool_annotation, rule=t.rule or "image_top_p",
-                                 threshold=1.0 if t.threshold is None else t.threshold)
+                                 pool_annotation=t.pool_annotation, rule=rule["rule"], threshold=rule["threshold"])
     gen, g = load_generator(GENERATOR)
     kind = get_kind(g.kind)
     ctx = pool_context(MAPS, (cs.ignore_index, 255)) if kind.needs_graphs else None
@@ -49,7 +47,7 @@ def main(st) -> None:
                                         ckpt=ckpt, desc="ZS5Net classifier", on_epoch=live)
         live.close()
         metrics = pseudo_label_report(sel, pseudo_y, pool["labels"], cs, t.top_p, gamma, n, t.pool_annotation,
-                                      t.rule or "image_top_p", t.threshold)
+                                      rule["rule"], t.threshold)
         save_classifier(clf, out.path(ZS5NET), losses)
         out.json("metrics/self_training.json", metrics)
     ckpt.clear()

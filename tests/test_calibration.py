@@ -140,8 +140,36 @@ def test_cross_validation_never_reads_unseen_labels(tiny_config):
         cache, maps, counts = _toy_cache(poison)
         torch.manual_seed(0)
         r = select_gammas(cache, maps, counts, [0, 1, 2, 3], [4, 5], (255,), emb, get_kind("gmmn"), g, cfg,
-                          ["zs3net", "devise", "real_feature_ceiling"], 2, 0.25, 21, torch.Generator().manual_seed(1),
-                          torch.device("cpu"))
+                          ["zs3net", "devise", "real_feature_ceiling", "zs5net"], 2, 0.25, 21,
+                          torch.Generator().manual_seed(1), torch.device("cpu"),
+                          {"rule": "image_top_p", "top_p": 50.0, "threshold": 1.0, "protocol": "drop",
+                           "pool_annotation": "none"})
         got.append({m: (v["gamma"], v["hIoU"]) for m, v in r.items()})
     assert got[0] == got[1]
     assert all(np.isfinite(g) for g, _ in got[0].values())
+
+
+def test_zs5net_gets_its_own_gamma_and_leaves_the_other_models_as_before(tiny_config):
+    """Adding zs5net to the calibrated models changes no other model's γ or CV hIoU (it is scored
+    last, on the zs3net fold models); its own CV result exists; without zs3net it is refused."""
+    g = dataclasses.replace(tiny_config.generator, kind="gmmn", hidden=16, noise_dim=2, dropout=0.0, lr=0.01, steps=30,
+                            samples_per_class=16, mmd=MMDParams("paper", (1.0, 2.0)))
+    cfg = dataclasses.replace(tiny_config.classifier, epochs=3, batch_size=64, lr=0.05, weight_decay=0.0,
+                              unseen_weight=100.0, generated_per_seen=20, generated_per_unseen=20)
+    emb = torch.tensor([[4.0, 0], [0, 4.0], [-4.0, 0], [0, -4.0], [3, 3], [-3, -3]]) / 4
+    rule = {"rule": "image_top_p", "top_p": 50.0, "threshold": 1.0, "protocol": "drop", "pool_annotation": "none"}
+    cache, maps, counts = _toy_cache(False)
+    runs = []
+    for models in (["zs3net", "devise", "real_feature_ceiling"], ["zs5net", "zs3net", "devise", "real_feature_ceiling"]):
+        torch.manual_seed(0)
+        runs.append(select_gammas(cache, maps, counts, [0, 1, 2, 3], [4, 5], (255,), emb, get_kind("gmmn"), g, cfg,
+                                  models, 2, 0.25, 21, torch.Generator().manual_seed(1), torch.device("cpu"), rule))
+    for m in ("zs3net", "devise", "real_feature_ceiling"):
+        assert (runs[0][m]["gamma"], runs[0][m]["hIoU"]) == (runs[1][m]["gamma"], runs[1][m]["hIoU"])
+    z5 = runs[1]["zs5net"]
+    assert list(runs[1]) == ["zs5net", "zs3net", "devise", "real_feature_ceiling"]     # the order asked for
+    assert np.isfinite(z5["gamma"]) and z5["curves"].shape == runs[1]["zs3net"]["curves"].shape
+    assert not np.array_equal(z5["curves"], runs[1]["zs3net"]["curves"])          # a retrained model, not ZS3Net's
+    with pytest.raises(ValueError, match="zs5net needs zs3net"):
+        select_gammas(cache, maps, counts, [0, 1, 2, 3], [4, 5], (255,), emb, get_kind("gmmn"), g, cfg, ["zs5net"], 2,
+                      0.25, 21, torch.Generator().manual_seed(1), torch.device("cpu"), rule)

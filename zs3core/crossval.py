@@ -18,9 +18,9 @@ from zs3core.retrain import fit_classifier
 
 
 def fold_scorers(kind, generator_params, cfg, data, num_classes: int, rng: torch.Generator,
-                 device: torch.device) -> dict:
+                 device: torch.device, self_training=None) -> dict:
     """The ``fit_scorer`` of each calibrated model, for :func:`zs3core.calibration.cross_validate`:
-    {"zs3net" | "devise" | "real_feature_ceiling": fit_scorer(fold, train_mask) -> scorer}.
+    {"zs3net" | "devise" | "real_feature_ceiling" | "zs5net": fit_scorer(fold, train_mask) -> scorer}.
 
     Each one trains its model on a fold exactly as the pipeline trains it on the real split,
     with the fold's seen classes as seen and its pseudo-unseen classes as unseen:
@@ -34,15 +34,20 @@ def fold_scorers(kind, generator_params, cfg, data, num_classes: int, rng: torch
       the pseudo-unseen classes from the fold-train images (at most ``generated_per_unseen``
       per class), as :mod:`zs3core.ceiling` does with the pool;
     * ``zs3net_parts``: as ``zs3net`` but returns (classifier, ``sampler(rng)`` giving the fitted
-      generator's sampler on a random stream, the fold-train :class:`FitData`), for ZS5Net's
-      fold (:func:`rank_self_training`).
+      generator's sampler on a random stream, the fold-train :class:`FitData`); memoised per
+      fold, so that ZS5Net's fold reuses the very ZS3Net model the ``zs3net`` CV scored;
+    * ``zs5net``: that fold's ZS3Net pseudo-labels the fold-train images with ZS3Net's γ (set
+      ``scorers["zs5net"].zs3net_gamma`` first; :func:`select_gammas` does) by the rule of
+      ``self_training`` (:func:`zs5net_fold`), and the classifier is retrained with them.
 
     Args:
         kind: the :class:`zs3core.generators.GeneratorKind`. generator_params: its params
             (:class:`zs3core.config.GeneratorParams`). cfg: the ``classifier`` view.
         data: :class:`zs3core.generators.FitData` of the labelled cache (seen-class rows).
         num_classes: C. rng: seeded CPU generator. device: where to train.
+        self_training: {"rule", "top_p", "threshold", "protocol", "pool_annotation"} for ``zs5net``.
     """
+    memo: dict = {}
     def subset(mask):
         return FitData(data.features[mask], data.labels[mask], data.image[mask], data.embeddings, data.label_maps,
                        data.void)
@@ -51,6 +56,8 @@ def fold_scorers(kind, generator_params, cfg, data, num_classes: int, rng: torch
         return sorted(int(c) for c in torch.unique(d.labels))
 
     def zs3net_parts(fold: Fold, train_mask: torch.Tensor):
+        if fold in memo:
+            return memo[fold]
         d = subset(train_mask)
         gen = kind.build(generator_params, d.embeddings.shape[1], d.features.shape[1])
         kind.fit(gen, d, fold_seen(d), generator_params, rng, device, None, unseen=fold.pseudo_unseen)
@@ -61,10 +68,20 @@ def fold_scorers(kind, generator_params, cfg, data, num_classes: int, rng: torch
 
         clf, _, _ = fit_classifier(d.features, d.labels, num_classes, fold_seen(d), fold.pseudo_unseen, sampler(rng), cfg,
                                    rng, device, desc="calibration fold: ZS3Net")
-        return clf, sampler, d
+        memo[fold] = (clf, sampler, d)
+        return memo[fold]
 
     def zs3net(fold: Fold, train_mask: torch.Tensor) -> Scorer:
         return zs3net_parts(fold, train_mask)[0]
+
+    def zs5net(fold: Fold, train_mask: torch.Tensor) -> Scorer:
+        if zs5net.zs3net_gamma is None:
+            raise ValueError("fold_scorers: set scorers['zs5net'].zs3net_gamma (ZS3Net's γ) before the zs5net CV")
+        clf, sampler, d = zs3net_parts(fold, train_mask)
+        return zs5net_fold(clf, sampler, d, data, fold, zs5net.zs3net_gamma, self_training, cfg, num_classes, rng,
+                           device)[0]
+
+    zs5net.zs3net_gamma = None
 
     def devise(fold: Fold, train_mask: torch.Tensor) -> Scorer:
         d = subset(train_mask)
@@ -80,12 +97,62 @@ def fold_scorers(kind, generator_params, cfg, data, num_classes: int, rng: torch
                                    rng, device, extra=extra, desc="calibration fold: ceiling")
         return clf
 
-    return {"zs3net": zs3net, "devise": devise, "real_feature_ceiling": ceiling, "zs3net_parts": zs3net_parts}
+    return {"zs3net": zs3net, "devise": devise, "real_feature_ceiling": ceiling, "zs5net": zs5net,
+            "zs3net_parts": zs3net_parts}
+
+
+def _scores(model, x: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(n, C) scores of ``model`` on (n, d) features, in chunks of 65536, without gradients."""
+    with torch.no_grad():
+        return torch.cat([model(x[i:i + 65536]) for i in range(0, len(x), 65536)]) if len(x) \
+            else torch.zeros(0, num_classes)
+
+
+def zs5net_fold(clf, sampler, d, data, fold: Fold, gamma: float, rule: dict, cfg, num_classes: int,
+                rng: torch.Generator, device: torch.device):
+    """ZS5Net on one seen-class fold: pseudo-label the fold's pool with its ZS3Net, retrain.
+
+    The pool is the fold-train images, all their rows (the pseudo-unseen ones included, their
+    labels hidden from the selection; with ``pool_annotation: seen`` under ``ignore`` only the
+    rows without a fold-seen label are eligible, :func:`zs3core.self_training.unlabelled`):
+    the ``ignore`` protocol's pool. Under ``drop`` the folds cannot copy the real pool (the
+    images holding a pseudo-unseen class such as road or sky are nearly all of them and would
+    leave nothing to train on), so the fold is a proxy there, on a pool whose seen pixels the
+    classifier was trained on. ZS3Net's probabilities, calibrated with ``gamma``, are selected by
+    :func:`zs3core.self_training.select_pseudo_labels` with ``rule``; the classifier is retrained
+    with ZS3Net's recipe plus the pseudo-labelled features, as the self_training stage does.
+
+    Args:
+        clf, sampler, d: the fold's ZS3Net classifier, generator sampler factory and fold-train
+            :class:`FitData` (``fold_scorers(...)["zs3net_parts"]``).
+        data: the seen-class :class:`FitData` of the whole labelled cache. fold: the fold.
+        gamma: ZS3Net's γ. rule: {"rule", "top_p", "threshold", "protocol", "pool_annotation"}.
+        cfg: the ``classifier`` view. num_classes: C. rng / device: the retraining's stream and device.
+
+    Returns:
+        (retrained classifier, {"pseudo_unseen", "precision" (% of pseudo-labels equal to the
+        pseudo-unseen ground truth; None when none is selected), "pseudo_labels"}).
+    """
+    from zs3core.calibration import calibrate
+    from zs3core.self_training import select_pseudo_labels, unlabelled
+
+    fs = sorted(int(c) for c in torch.unique(d.labels))
+    in_train = torch.isin(data.image, torch.as_tensor(fold.train_rows, dtype=torch.long))
+    pool_x, pool_y, pool_img = data.features[in_train].float(), data.labels[in_train], data.image[in_train]
+    eligible = unlabelled(pool_y, fs, rule.get("protocol", "drop"), rule.get("pool_annotation", "none"))
+    probs = calibrate(_scores(clf, pool_x, num_classes), fs, gamma).softmax(1)
+    sel = select_pseudo_labels(probs, pool_img, fold.pseudo_unseen, rule.get("top_p", 0.0), eligible,
+                               rule.get("rule", "image_top_p"), rule.get("threshold", 1.0))
+    pseudo = probs[sel].argmax(1)
+    prec = float((pseudo == pool_y[sel]).float().mean()) * 100 if bool(sel.any()) else None
+    clf2, _, _ = fit_classifier(d.features, d.labels, num_classes, fs, fold.pseudo_unseen, sampler(rng), cfg, rng,
+                                device, extra=(pool_x[sel], pseudo), desc="calibration fold: ZS5Net")
+    return clf2, {"pseudo_unseen": list(fold.pseudo_unseen), "precision": prec, "pseudo_labels": int(sel.sum())}
 
 
 def select_gammas(labelled: dict, label_maps: dict, pixel_counts, seen, unseen, void, embeddings: torch.Tensor,
                   kind, generator_params, cfg, models, folds: int, val_fraction: float, grid: int,
-                  rng: torch.Generator, device: torch.device) -> dict:
+                  rng: torch.Generator, device: torch.device, self_training: dict | None = None) -> dict:
     """γ of every model in ``models`` by zero-shot cross-validation, reading no unseen label.
 
     Whatever the inputs hold about the unseen classes is dropped before anything else: the
@@ -100,7 +167,10 @@ def select_gammas(labelled: dict, label_maps: dict, pixel_counts, seen, unseen, 
         seen / unseen / void: class ids. embeddings: (C, d_a).
         kind, generator_params, cfg: the generator kind, its params and the
             ``classifier`` views of :mod:`zs3core.config`, as in the pipeline.
-        models: names among ``zs3net``, ``devise``, ``real_feature_ceiling``.
+        models: names among ``zs3net``, ``devise``, ``real_feature_ceiling``, ``zs5net`` (needs
+            ``zs3net``; scored last, on the ``zs3net`` fold models, pseudo-labelling with the γ the
+            ``zs3net`` CV chose: ZS5Net's own γ).
+        self_training: the ZS5Net rule for ``zs5net`` (:func:`zs5net_fold`).
         folds, val_fraction, grid: :func:`zs3core.calibration.make_folds`, :func:`cross_validate`.
 
     Returns:
@@ -110,8 +180,16 @@ def select_gammas(labelled: dict, label_maps: dict, pixel_counts, seen, unseen, 
 
     data, counts, fold_list = seen_only_folds(labelled, label_maps, pixel_counts, seen, unseen, void, embeddings, folds,
                                               val_fraction, rng)
-    scorers = fold_scorers(kind, generator_params, cfg, data, embeddings.shape[0], rng, device)
-    return {m: cross_validate(data.features, data.labels, data.image, counts, fold_list, scorers[m], grid) for m in models}
+    scorers = fold_scorers(kind, generator_params, cfg, data, embeddings.shape[0], rng, device, self_training)
+    if "zs5net" in models and "zs3net" not in models:
+        raise ValueError("calibration.models: zs5net needs zs3net (ZS5Net pseudo-labels with ZS3Net's fold models and γ)")
+    out = {m: cross_validate(data.features, data.labels, data.image, counts, fold_list, scorers[m], grid)
+           for m in models if m != "zs5net"}
+    if "zs5net" in models:                                  # last: the other models' streams are as before
+        scorers["zs5net"].zs3net_gamma = out["zs3net"]["gamma"]
+        out["zs5net"] = cross_validate(data.features, data.labels, data.image, counts, fold_list, scorers["zs5net"],
+                                       grid)
+    return {m: out[m] for m in models}
 
 
 def seen_only_folds(labelled: dict, label_maps: dict, pixel_counts, seen, unseen, void, embeddings: torch.Tensor,
@@ -141,9 +219,8 @@ def seen_only_folds(labelled: dict, label_maps: dict, pixel_counts, seen, unseen
 
 
 def rank_self_training(labelled: dict, label_maps: dict, pixel_counts, seen, unseen, void, embeddings: torch.Tensor,
-                       kind, generator_params, cfg, candidates: list[dict], gamma: float, protocol: str,
-                       pool_annotation: str, folds: int, val_fraction: float, grid: int, rng: torch.Generator,
-                       device: torch.device) -> list[dict]:
+                       kind, generator_params, cfg, candidates: list[dict], gamma: float, folds: int,
+                       val_fraction: float, grid: int, rng: torch.Generator, device: torch.device) -> list[dict]:
     """Score ZS5Net selection rules on the seen-class folds, where pseudo-unseen ground truth exists.
 
     The folds are :func:`select_gammas`'s (same seed, same folds). In each fold, ZS3Net is
@@ -167,9 +244,9 @@ def rank_self_training(labelled: dict, label_maps: dict, pixel_counts, seen, uns
 
     Args:
         labelled ... rng, device: as :func:`select_gammas`. grid: γ grid size.
-        candidates: [{"rule", "top_p", "threshold", ...}] (:data:`zs3core.self_training.RULES`).
+        candidates: [{"rule", "top_p", "threshold", "protocol", "pool_annotation", ...}]
+            (:func:`zs3core.self_training.selection_rule`; :data:`zs3core.self_training.RULES`).
         gamma: ZS3Net's γ used to pseudo-label (the calibrate stage's).
-        protocol, pool_annotation: ``split.filter`` and ``self_training.pool_annotation``.
 
     Returns:
         One dict per candidate, best first: {**candidate, "cv_hIoU" (fold-mean hIoU at the
@@ -179,13 +256,7 @@ def rank_self_training(labelled: dict, label_maps: dict, pixel_counts, seen, uns
         fold selects any), "pseudo_labels" (total over folds), "folds": per fold
         {pseudo_unseen, precision, pseudo_labels}, "rank"}.
     """
-    from zs3core.calibration import calibrate, gamma_grid, hiou_curve, margins, select_gamma
-    from zs3core.self_training import select_pseudo_labels, unlabelled
-
-    def score(model, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return torch.cat([model(x[i:i + 65536]) for i in range(0, len(x), 65536)]) if len(x) \
-                else torch.zeros(0, embeddings.shape[0])
+    from zs3core.calibration import gamma_grid, hiou_curve, margins, select_gamma
 
     data, counts, fold_list = seen_only_folds(labelled, label_maps, pixel_counts, seen, unseen, void, embeddings, folds,
                                               val_fraction, rng)
@@ -197,32 +268,21 @@ def rank_self_training(labelled: dict, label_maps: dict, pixel_counts, seen, uns
         in_train = torch.isin(data.image, torch.as_tensor(fold.train_rows, dtype=torch.long))
         in_val = torch.isin(data.image, torch.as_tensor(fold.val_rows, dtype=torch.long))
         clf, sampler, d = parts(fold, in_train & ~torch.isin(data.labels, held))
-        fs = sorted(int(c) for c in torch.unique(d.labels))                  # trained seen classes
-        pool_x, pool_y, pool_img = data.features[in_train].float(), data.labels[in_train], data.image[in_train]
-        eligible = unlabelled(pool_y, fs, protocol, pool_annotation)            # reads seen / not-seen only
         val_x, val_y = data.features[in_val].float(), data.labels[in_val].numpy()
         n_feat = np.bincount(val_y, minlength=counts.shape[1])
         w = counts[np.asarray(fold.val_rows)].sum(0)[val_y] / np.maximum(n_feat[val_y], 1)
         val_seen = sorted(set(np.unique(val_y).tolist()) - set(fold.pseudo_unseen))   # as cross_validate scores
-        probs = calibrate(score(clf, pool_x), fs, gamma).softmax(1)
-        scored[-1].append((val_y, w, score(clf, val_x), val_seen, fold))
+        scored[-1].append((val_y, w, _scores(clf, val_x, embeddings.shape[0]), val_seen, fold))
         cand_seed = 1000 + len(scored[-1])
         outer = rng.get_state()
         devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):         # the next fold's ZS3Net as the calibration fits it
             for i, cand in enumerate(candidates):
                 torch.manual_seed(cand_seed)                 # every candidate retrains on the same streams
-                cand_rng = torch.Generator().manual_seed(cand_seed)
-                sel = select_pseudo_labels(probs, pool_img, fold.pseudo_unseen, cand.get("top_p", 0.0), eligible,
-                                           cand["rule"], cand.get("threshold", 1.0))
-                pseudo = probs[sel].argmax(1)
-                prec = float((pseudo == pool_y[sel]).float().mean()) * 100 if bool(sel.any()) else None
-                clf2, _, _ = fit_classifier(d.features, d.labels, embeddings.shape[0], fs, fold.pseudo_unseen,
-                                            sampler(cand_rng), cfg, cand_rng, device, extra=(pool_x[sel], pseudo),
-                                            desc="self-training fold: ZS5Net")
-                scored[i].append((val_y, w, score(clf2, val_x), val_seen, fold))
-                stats[i].append({"pseudo_unseen": list(fold.pseudo_unseen), "precision": prec,
-                                 "pseudo_labels": int(sel.sum())})
+                clf2, st = zs5net_fold(clf, sampler, d, data, fold, gamma, cand, cfg, embeddings.shape[0],
+                                       torch.Generator().manual_seed(cand_seed), device)
+                scored[i].append((val_y, w, _scores(clf2, val_x, embeddings.shape[0]), val_seen, fold))
+                stats[i].append(st)
         rng.set_state(outer)
 
     def cv(runs) -> tuple[float, float, float]:

@@ -189,6 +189,7 @@ def rank_self_training_candidates(candidates: list[list[str]], raw_params: dict,
     """
     from zs3core.config import config_from_dict
     from zs3core.crossval import rank_self_training
+    from zs3core.self_training import selection_rule
     from zs3core.generators import get_kind
     from zs3core.io import Zs3Error
 
@@ -199,16 +200,14 @@ def rank_self_training_candidates(candidates: list[list[str]], raw_params: dict,
         if bad:
             raise Zs3Error(f"generator_cv --self-training: {bad} is not a self_training.rule / .top_p / .threshold "
                            f"override (the generator and step 2 are the workspace's)")
-        st = config_from_dict(apply_overrides(raw_params, overrides)).self_training
-        cands.append({"overrides": list(overrides), "rule": st.rule or "image_top_p", "top_p": st.top_p,
-                      "threshold": 1.0 if st.threshold is None else st.threshold})
+        c = config_from_dict(apply_overrides(raw_params, overrides))
+        cands.append({"overrides": list(overrides), **selection_rule(c.self_training, c.split.filter)})
     cfg = config_from_dict(raw_params)
     c = cfg.calibration
     torch.manual_seed(cfg.seed)
     t0 = time.time()
     rows = rank_self_training(labelled, label_maps, pixel_counts, split.seen, split.unseen, (split.ignore_index, 255),
                               embeddings, get_kind(cfg.generator.kind), cfg.generator, cfg.classifier, cands, gamma,
-                              cfg.split.filter, cfg.self_training.pool_annotation,
                               c.folds, c.val_fraction, c.grid, torch.Generator().manual_seed(cfg.seed), device)
     for r in rows:
         print(f"  {' '.join(r['overrides']) or '(params.yaml)':<60s} CV hIoU {r['cv_hIoU']:6.2f} at γ {r['gamma']:.3g} "

@@ -66,6 +66,15 @@ def unlabelled(labels: torch.Tensor, seen, protocol: str, pool_annotation: str =
     return ~torch.isin(labels, torch.as_tensor([int(c) for c in seen], dtype=labels.dtype))
 
 
+def selection_rule(params, protocol: str) -> dict:
+    """The ``self_training`` view as the plain rule the folds apply (:func:`zs3core.crossval.zs5net_fold`):
+    {"rule", "top_p", "threshold", "protocol", "pool_annotation"}. A params.yaml older than
+    ``rule`` / ``threshold`` gives the paper's per-image top-p."""
+    return {"rule": params.rule or "image_top_p", "top_p": params.top_p,
+            "threshold": 1.0 if params.threshold is None else params.threshold, "protocol": protocol,
+            "pool_annotation": params.pool_annotation}
+
+
 def select_pseudo_labels(probs: torch.Tensor, image_index: torch.Tensor, unseen, top_p: float,
                          eligible: torch.Tensor | None = None, rule: str = "image_top_p",
                          threshold: float = 0.5) -> torch.Tensor:
