@@ -1,11 +1,9 @@
 """Stage calibrate: γ of calibrated stacking for every model, by zero-shot cross-validation on the seen classes.
 
-For ZS3Net (the ``generator.kind`` of the run), DeViSE, the real-feature ceiling and ZS5Net, the
-model is retrained on folds where seen classes play the unseen ones (:mod:`zs3core.calibration`,
+For ZS3Net (the ``generator.kind`` of the run), DeViSE and the real-feature ceiling, the model is
+retrained on folds where seen classes play the unseen ones (:mod:`zs3core.calibration`,
 :mod:`zs3core.crossval`), and the γ with the best mean hIoU on held-out labelled features is
-kept. ZS5Net's fold model is the fold's ZS3Net retrained with pseudo-labels of the fold-train
-images, picked with ZS3Net's γ by the ``self_training`` rule (:func:`zs3core.crossval.zs5net_fold`).
-Only seen-class labels are read. Outputs:
+kept. Only seen-class labels are read. ZS5Net is reported uncalibrated (no γ of its own). Outputs:
 metrics/calibration.json, plots/calibration/{hiou_vs_gamma.csv,hiou_vs_gamma.png}.
 """
 from __future__ import annotations
@@ -21,7 +19,6 @@ from zs3core.crossval import select_gammas
 from zs3core.embeddings import load_class_embeddings
 from zs3core.features import load_cache
 from zs3core.generators import get_kind
-from zs3core.self_training import selection_rule
 from zs3core.splits import pixel_count_matrix, read_class_split, read_manifest
 from zs3core.viz import save_calibration_curves
 
@@ -37,8 +34,7 @@ def main(st) -> None:
         found = select_gammas(load_cache(LABELLED), torch.load(MAPS, weights_only=False)["maps"],
                               pixel_count_matrix(df[df.split == st.cfg.dataset.train_split], cs.classes), cs.seen,
                               cs.unseen, (cs.ignore_index, 255), load_class_embeddings(EMBED), kind, g,
-                              st.cfg.classifier, list(c.models), c.folds, c.val_fraction, c.grid, st.rng, st.device,
-                              selection_rule(st.cfg.self_training, st.cfg.split.filter))
+                              st.cfg.classifier, list(c.models), c.folds, c.val_fraction, c.grid, st.rng, st.device)
     results, curves = calibration_report(found, cs.classes)
     with st.outputs() as out:
         out.json("metrics/calibration.json", results)

@@ -3,8 +3,8 @@
 ZS3Net (calibrated with its cross-validated γ) labels the pool; ``self_training.rule`` keeps the
 most confident unseen predictions (default, the paper's: the top ``top_p`` % of each image's),
 among every pool pixel unless ``pool_annotation=seen`` under ``ignore`` (:mod:`zs3core.self_training`).
-The classifier is retrained with ZS3Net's recipe plus those features; ZS5Net's own γ comes from
-the calibrate stage. The pool's ground truth is read only for the pseudo-labels' precision.
+The classifier is retrained with ZS3Net's recipe plus those features; ZS5Net has no γ of its own
+(reported uncalibrated). The pool's ground truth is read only for the pseudo-labels' precision.
 Outputs: data/self_training/zs5net.pt, plots/self_training/ (DVCLive), metrics/self_training.json.
 """
 from __future__ import annotations

@@ -85,21 +85,18 @@ def _independent_scores(repo: Path, model: str, gamma: float) -> dict:
 
 
 def test_scores_match_an_independent_recomputation(pipeline):
-    """evaluate.json's ZS3Net (calibrated, its own γ) and ZS5Net (uncalibrated, and calibrated with
-    its own γ) seen / unseen mIoU equal the ones recomputed by a second, plain implementation in
-    this test."""
+    """evaluate.json's ZS3Net (calibrated, its own γ) and ZS5Net (uncalibrated) seen / unseen mIoU
+    equal the ones recomputed by a second, plain implementation in this test."""
     repo, _ = pipeline
     m = json.loads((repo / "metrics" / "evaluate.json").read_text())["val"]
     assert m["absent_classes"] == "skip"
-    cal = json.loads((repo / "metrics" / "calibration.json").read_text())
-    gamma, gamma5 = cal["zs3net"]["gamma"], cal["zs5net"]["gamma"]
+    gamma = json.loads((repo / "metrics" / "calibration.json").read_text())["zs3net"]["gamma"]
     assert m["zs3net"]["calibrated"]["gamma"] == pytest.approx(gamma)
-    assert m["zs5net"]["calibrated"]["gamma"] == pytest.approx(gamma5)   # ZS5Net's own γ, from its folds
+    assert "calibrated" not in m["zs5net"]              # no γ was chosen for ZS5Net
     # The stage may run the network in another memory format (backbone.channels_last) and
     # thread count, so logits differ in their last bits and a few pixels whose best two
     # classes tie that closely may flip: 0.01 mIoU points is a handful of pixels of 4 images.
-    for model, g, got in (("zs3net", gamma, m["zs3net"]["calibrated"]), ("zs5net", 0.0, m["zs5net"]),
-                          ("zs5net", gamma5, m["zs5net"]["calibrated"])):
+    for model, g, got in (("zs3net", gamma, m["zs3net"]["calibrated"]), ("zs5net", 0.0, m["zs5net"])):
         want = _independent_scores(repo, model, g)
         assert got["seen"]["mIoU"] == pytest.approx(want["seen"], abs=0.01), model
         assert got["unseen"]["mIoU"] == pytest.approx(want["unseen"], abs=0.01), model

@@ -376,12 +376,9 @@ class ClassifierParams:
 class CalibrationParams:
     """``calibration``: the zero-shot cross-validation of γ (zs3core/calibration.py)."""
 
-    models: tuple = spec(list, item=str, choices=("zs3net", "devise", "real_feature_ceiling", "zs5net"))
-
-    def check(self, prefix: str) -> None:
-        if "zs5net" in self.models and "zs3net" not in self.models:
-            raise Zs3Error(f"params.yaml: {prefix}.models holds zs5net but not zs3net (ZS5Net's folds pseudo-label "
-                           f"with ZS3Net's fold models and γ)")
+    models: tuple = spec(list, item=str, choices=("zs3net", "devise", "real_feature_ceiling"))
+    # zs5net is not offered: its fold retraining reads self_training, and a top-p sweep would then rerun
+    # the calibrate stage; zs3core.crossval supports it for a stage that reuses the saved fold models
     folds: int = spec(int, ge=1)
     val_fraction: float = spec(float, gt=0, lt=1)
     grid: int = spec(int, ge=2)
