@@ -22,6 +22,7 @@ DOCS = [REPO / "README.md", REPO / "RESULTS.md"]
 GROUPS = {"dataset", "scale", "source", "generator", "experiment"}
 # preset -> (dataset.name, scale.name, split.k, split.filter): what the preset's comment promises
 PRESETS = {"camvid_cpu": ("camvid", "cpu", 2, "drop"), "camvid_cpu_k4": ("camvid", "cpu", 4, "ignore"),
+           "camvid_cpu_leakfree": ("camvid", "cpu", 2, "ignore"), "camvid_cpu_scratch": ("camvid", "cpu", 2, "drop"),
            "camvid_tiny": ("camvid", "tiny", 2, "drop"), "voc_paper": ("voc2012", "paper", 2, "drop"),
            "context_paper": ("context", "paper", 2, "drop")}
 
