@@ -176,6 +176,50 @@ Scorer = Callable[[torch.Tensor], torch.Tensor]
 """Maps (N, d_x) features to (N, C) scores over all classes."""
 
 
+def score_rows(scorer: Scorer, x: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(n, C) float scores of ``scorer`` on (n, d) features (any float dtype), in chunks of
+    65536 rows, without gradients; (0, C) for no rows."""
+    with torch.no_grad():
+        return torch.cat([scorer(x[i:i + 65536].float()) for i in range(0, len(x), 65536)]) if len(x) \
+            else torch.zeros(0, num_classes)
+
+
+def fold_validation(labels: torch.Tensor, image: torch.Tensor, pixel_counts: np.ndarray,
+                    fold: Fold) -> tuple[torch.Tensor, np.ndarray, np.ndarray, list[int]]:
+    """How a fold's validation features are scored (module docstring, step 3).
+
+    Returns:
+        (val_idx (m,) int64 rows of the fold-validation images, y (m,) int64 labels, w (m,)
+        float64 weight of each feature = pixels of its class in those images / its class's
+        features there, the fold's seen classes present among them).
+    """
+    val_idx = torch.nonzero(torch.isin(image, torch.as_tensor(fold.val_rows, dtype=torch.long))).squeeze(1)
+    y = labels[val_idx].numpy()
+    pixels = pixel_counts[np.asarray(fold.val_rows)].sum(0)
+    n_feat = np.bincount(y, minlength=pixel_counts.shape[1])
+    return val_idx, y, pixels[y] / np.maximum(n_feat[y], 1), sorted(set(np.unique(y).tolist()) - set(fold.pseudo_unseen))
+
+
+def pick_gamma(fold_scores: list, folds: list[Fold], grid_size: int):
+    """γ from the folds' scored validation features (module docstring, step 4).
+
+    Args:
+        fold_scores: per fold (y, w, scores (m, C), fold seen classes), as :func:`fold_validation`
+            and :func:`score_rows` give them. folds: the folds, same order. grid_size: :func:`gamma_grid`.
+
+    Returns:
+        (gammas (G,), curves (F, G) hIoU %, chosen γ, its mean hIoU, index of γ = 0 in the grid,
+        per-fold margins of :func:`margins`).
+    """
+    fold_margins = [margins(s, fs, f.pseudo_unseen)[0] if len(y) else np.zeros(0)
+                    for (y, w, s, fs), f in zip(fold_scores, folds)]
+    gammas = gamma_grid(fold_margins, grid_size)
+    curves = np.stack([hiou_curve(y, w, s, fs, f.pseudo_unseen, gammas)
+                       for (y, w, s, fs), f in zip(fold_scores, folds)])
+    gamma, best = select_gamma(gammas, curves)
+    return gammas, curves, gamma, best, int(np.flatnonzero(gammas == 0.0)[0]), fold_margins
+
+
 def cross_validate(features: torch.Tensor, labels: torch.Tensor, image: torch.Tensor, pixel_counts: np.ndarray,
                    folds: list[Fold], fit_scorer: Callable[[Fold, torch.Tensor], Scorer],
                    grid_size: int = 201) -> dict:
@@ -201,29 +245,14 @@ def cross_validate(features: torch.Tensor, labels: torch.Tensor, image: torch.Te
         predicted_unseen_share_at_0 (the share predicted pseudo-unseen at γ = 0)}]}: the last
         two tell whether a fold's model over- or under-predicts the classes it never saw.
     """
-    fold_scores, fold_margins = [], []
+    fold_scores = []
     for fold in folds:
         held = torch.as_tensor(fold.pseudo_unseen, dtype=torch.long)
         in_train = torch.isin(image, torch.as_tensor(fold.train_rows, dtype=torch.long))
-        in_val = torch.isin(image, torch.as_tensor(fold.val_rows, dtype=torch.long))
         scorer = fit_scorer(fold, in_train & ~torch.isin(labels, held))
-        val_idx = torch.nonzero(in_val).squeeze(1)
-        with torch.no_grad():
-            s = torch.cat([scorer(features[val_idx[i:i + 65536]].float()) for i in range(0, len(val_idx), 65536)]) \
-                if len(val_idx) else torch.zeros(0, pixel_counts.shape[1])
-        y = labels[val_idx].numpy()
-        rows = np.asarray(fold.val_rows)
-        pixels = pixel_counts[rows].sum(0)
-        n_feat = np.bincount(y, minlength=pixel_counts.shape[1])
-        w = pixels[y] / np.maximum(n_feat[y], 1)
-        fold_seen = sorted(set(np.unique(y).tolist()) - set(fold.pseudo_unseen))
-        fold_scores.append((y, w, s, fold_seen))
-        fold_margins.append(margins(s, fold_seen, fold.pseudo_unseen)[0] if len(y) else np.zeros(0))
-    gammas = gamma_grid(fold_margins, grid_size)
-    curves = np.stack([hiou_curve(y, w, s, fs, f.pseudo_unseen, gammas)
-                       for (y, w, s, fs), f in zip(fold_scores, folds)])
-    gamma, best = select_gamma(gammas, curves)
-    zero = int(np.flatnonzero(gammas == 0.0)[0])
+        val_idx, y, w, fold_seen = fold_validation(labels, image, pixel_counts, fold)
+        fold_scores.append((y, w, score_rows(scorer, features[val_idx], pixel_counts.shape[1]), fold_seen))
+    gammas, curves, gamma, best, zero, fold_margins = pick_gamma(fold_scores, folds, grid_size)
     per_fold = []
     for f, (y, w, s, fs), m, curve in zip(folds, fold_scores, fold_margins, curves):
         total = max(float(w.sum()), 1e-12)

@@ -101,13 +101,6 @@ def fold_scorers(kind, generator_params, cfg, data, num_classes: int, rng: torch
             "zs3net_parts": zs3net_parts}
 
 
-def _scores(model, x: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(n, C) scores of ``model`` on (n, d) features, in chunks of 65536, without gradients."""
-    with torch.no_grad():
-        return torch.cat([model(x[i:i + 65536]) for i in range(0, len(x), 65536)]) if len(x) \
-            else torch.zeros(0, num_classes)
-
-
 def zs5net_fold(clf, sampler, d, data, fold: Fold, gamma: float, rule: dict, cfg, num_classes: int,
                 rng: torch.Generator, device: torch.device):
     """ZS5Net on one seen-class fold: pseudo-label the fold's pool with its ZS3Net, retrain.
@@ -133,14 +126,14 @@ def zs5net_fold(clf, sampler, d, data, fold: Fold, gamma: float, rule: dict, cfg
         (retrained classifier, {"pseudo_unseen", "precision" (% of pseudo-labels equal to the
         pseudo-unseen ground truth; None when none is selected), "pseudo_labels"}).
     """
-    from zs3core.calibration import calibrate
+    from zs3core.calibration import calibrate, score_rows
     from zs3core.self_training import select_pseudo_labels, unlabelled
 
     fs = sorted(int(c) for c in torch.unique(d.labels))
     in_train = torch.isin(data.image, torch.as_tensor(fold.train_rows, dtype=torch.long))
     pool_x, pool_y, pool_img = data.features[in_train].float(), data.labels[in_train], data.image[in_train]
     eligible = unlabelled(pool_y, fs, rule.get("protocol", "drop"), rule.get("pool_annotation", "none"))
-    probs = calibrate(_scores(clf, pool_x, num_classes), fs, gamma).softmax(1)
+    probs = calibrate(score_rows(clf, pool_x, num_classes), fs, gamma).softmax(1)
     sel = select_pseudo_labels(probs, pool_img, fold.pseudo_unseen, rule.get("top_p", 0.0), eligible,
                                rule.get("rule", "image_top_p"), rule.get("threshold", 1.0))
     pseudo = probs[sel].argmax(1)
@@ -256,40 +249,36 @@ def rank_self_training(labelled: dict, label_maps: dict, pixel_counts, seen, uns
         fold selects any), "pseudo_labels" (total over folds), "folds": per fold
         {pseudo_unseen, precision, pseudo_labels}, "rank"}.
     """
-    from zs3core.calibration import gamma_grid, hiou_curve, margins, select_gamma
+    from zs3core.calibration import fold_validation, pick_gamma, score_rows
 
     data, counts, fold_list = seen_only_folds(labelled, label_maps, pixel_counts, seen, unseen, void, embeddings, folds,
                                               val_fraction, rng)
     parts = fold_scorers(kind, generator_params, cfg, data, embeddings.shape[0], rng, device)["zs3net_parts"]
-    scored = {i: [] for i in range(-1, len(candidates))}      # -1: ZS3Net; per fold (y, w, scores, fold seen, fold)
+    num_classes = embeddings.shape[0]
+    scored = {i: [] for i in range(-1, len(candidates))}      # -1: ZS3Net; per fold (y, w, scores, fold seen)
     stats = {i: [] for i in range(len(candidates))}
     for fold in fold_list:
         held = torch.as_tensor(fold.pseudo_unseen, dtype=torch.long)
         in_train = torch.isin(data.image, torch.as_tensor(fold.train_rows, dtype=torch.long))
-        in_val = torch.isin(data.image, torch.as_tensor(fold.val_rows, dtype=torch.long))
         clf, sampler, d = parts(fold, in_train & ~torch.isin(data.labels, held))
-        val_x, val_y = data.features[in_val].float(), data.labels[in_val].numpy()
-        n_feat = np.bincount(val_y, minlength=counts.shape[1])
-        w = counts[np.asarray(fold.val_rows)].sum(0)[val_y] / np.maximum(n_feat[val_y], 1)
-        val_seen = sorted(set(np.unique(val_y).tolist()) - set(fold.pseudo_unseen))   # as cross_validate scores
-        scored[-1].append((val_y, w, _scores(clf, val_x, embeddings.shape[0]), val_seen, fold))
+        val_idx, val_y, w, val_seen = fold_validation(data.labels, data.image, counts, fold)   # as cross_validate
+        val_x = data.features[val_idx]
+        scored[-1].append((val_y, w, score_rows(clf, val_x, num_classes), val_seen))
         cand_seed = 1000 + len(scored[-1])
         outer = rng.get_state()
         devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):         # the next fold's ZS3Net as the calibration fits it
             for i, cand in enumerate(candidates):
                 torch.manual_seed(cand_seed)                 # every candidate retrains on the same streams
-                clf2, st = zs5net_fold(clf, sampler, d, data, fold, gamma, cand, cfg, embeddings.shape[0],
+                clf2, st = zs5net_fold(clf, sampler, d, data, fold, gamma, cand, cfg, num_classes,
                                        torch.Generator().manual_seed(cand_seed), device)
-                scored[i].append((val_y, w, _scores(clf2, val_x, embeddings.shape[0]), val_seen, fold))
+                scored[i].append((val_y, w, score_rows(clf2, val_x, num_classes), val_seen))
                 stats[i].append(st)
         rng.set_state(outer)
 
     def cv(runs) -> tuple[float, float, float]:
-        gammas = gamma_grid([margins(s, fs, f.pseudo_unseen)[0] for _, _, s, fs, f in runs], grid)
-        curves = np.stack([hiou_curve(y, w, s, fs, f.pseudo_unseen, gammas) for y, w, s, fs, f in runs])
-        g, best = select_gamma(gammas, curves)
-        return g, best, float(curves[:, int(np.flatnonzero(gammas == 0.0)[0])].mean())
+        _, curves, g, best, zero, _ = pick_gamma(runs, fold_list, grid)
+        return g, best, float(curves[:, zero].mean())
 
     g0, base, _ = cv(scored[-1])
     out = []

@@ -115,11 +115,9 @@ def fit_graph_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Tenso
         real, real_l = feats[idx[keep]].float().to(device), real_l[keep].to(device)
         fake = gen(emb[cls.to(device)], prop.to(device))
         loss = loss_fn.classwise(real, real_l, fake, cls.to(device))
-        if relation is None or not relation.enabled:
+        if relation is None:
             return {"mmd": descend(opt, loss, "fit_generator (GC, MMD)", i + 1)}
-        rel, terms = relation(lambda lab: gen(emb[lab]))
-        mmd = loss.item()
-        return {"total": descend(opt, loss + rel, "fit_generator (GC, MMD + relation)", i + 1), "mmd": mmd, **terms}
+        return relation.descend(opt, loss, lambda lab: gen(emb[lab]), "fit_generator (GC, MMD)", i + 1)
 
     return run_steps(step, steps, {"gen": gen, "opt": opt}, rng, ckpt, "GC generator (MMD)", on_step, summary_every=500)
 

@@ -83,11 +83,9 @@ def fit_generator(gen: nn.Module, feats: torch.Tensor, labels: torch.Tensor, emb
         real, batch_l = draw_real(feats, pools, samples_per_class, rng)
         real, batch_l = real.to(device), batch_l.to(device)   # same classes and counts for real and generated
         loss = loss_fn.classwise(real, batch_l, gen(emb[batch_l]), batch_l)
-        if relation is None or not relation.enabled:
+        if relation is None:
             return {"mmd": descend(opt, loss, "fit_generator (MMD)", i + 1)}
-        rel, terms = relation(lambda lab: gen(emb[lab]))
-        mmd = loss.item()
-        return {"total": descend(opt, loss + rel, "fit_generator (MMD + relation)", i + 1), "mmd": mmd, **terms}
+        return relation.descend(opt, loss, lambda lab: gen(emb[lab]), "fit_generator (MMD)", i + 1)
 
     return run_steps(step, steps, {"gen": gen, "opt": opt}, rng, ckpt, "generator (MMD)", on_step, summary_every=1000)
 

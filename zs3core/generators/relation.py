@@ -174,3 +174,16 @@ class RelationTerms:
                  "relation_listwise": listwise_relation_loss(r, self.target, p.temperature)}
         total = p.pairwise_weight * terms["relation_pairwise"] + p.listwise_weight * terms["relation_listwise"]
         return total, {k: float(v.detach()) for k, v in terms.items()}
+
+    def descend(self, opt, loss: torch.Tensor, sample: Callable[[torch.Tensor], torch.Tensor], loop: str,
+                step: int) -> dict[str, float]:
+        """One optimiser step of an MMD-fitted kind (:func:`zs3core.loop.descend`): on ``loss`` alone,
+        {"mmd"}, when disabled; else on ``loss`` + the weighted terms, {"total", "mmd",
+        "relation_pairwise", "relation_listwise"}. ``loop`` names the loop in a non-finite-loss error."""
+        from zs3core.loop import descend
+
+        if not self.enabled:
+            return {"mmd": descend(opt, loss, loop, step)}
+        rel, terms = self(sample)
+        mmd = loss.item()
+        return {"total": descend(opt, loss + rel, f"{loop} + relation", step), "mmd": mmd, **terms}
